@@ -1,0 +1,190 @@
+"""Fairway settings: one module, every knob read from the environment.
+
+Embedded default (nothing set): SQLite under var/, local-memory cache, in-memory channel layer,
+the bundled SmolLM2 model. Production: DATABASE_URL=postgres://…, REDIS_URL=redis://…,
+FAIRWAY_SECRET_KEY, FAIRWAY_KEY_PEPPER and FAIRWAY_INFERENCE_TOKEN set explicitly.
+"""
+
+import os
+import secrets
+from pathlib import Path
+
+import dj_database_url
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+VAR_DIR = Path(os.environ.get("FAIRWAY_VAR_DIR", BASE_DIR / "var"))
+
+
+def env_bool(name: str, default: bool) -> bool:
+    raw = os.environ.get(name)
+    return default if raw is None else raw.strip().lower() in {"1", "true", "yes", "on"}
+
+
+def env_int(name: str, default: int) -> int:
+    raw = os.environ.get(name)
+    return default if raw in (None, "") else int(raw)
+
+
+def env_list(name: str, default: str = "") -> list[str]:
+    return [item.strip() for item in os.environ.get(name, default).split(",") if item.strip()]
+
+
+def dev_secret(name: str) -> str:
+    """A per-installation random secret under var/, for the embedded default only.
+
+    Production sets the variable; the file keeps development restarts stable without
+    committing any secret to the repository.
+    """
+    path = VAR_DIR / "secrets" / name
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(secrets.token_urlsafe(48))
+    return path.read_text().strip()
+
+
+DEBUG = env_bool("FAIRWAY_DEBUG", False)
+SECRET_KEY = os.environ.get("FAIRWAY_SECRET_KEY") or dev_secret("django_secret_key")
+ALLOWED_HOSTS = env_list("FAIRWAY_ALLOWED_HOSTS", "127.0.0.1,localhost,testserver")
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "channels",
+    "tenants",
+    "gateway",
+    "billing",
+    "inference",
+]
+
+MIDDLEWARE = [
+    "gateway.middleware.RequestIdMiddleware",
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "config.urls"
+ASGI_APPLICATION = "config.asgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ]
+        },
+    }
+]
+
+# --- Data stores -------------------------------------------------------------------------------
+DATABASE_URL = os.environ.get("DATABASE_URL", "")
+if DATABASE_URL:
+    DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=60, conn_health_checks=True)}
+else:
+    VAR_DIR.mkdir(parents=True, exist_ok=True)
+    DATABASES = {
+        "default": {
+            "ENGINE": "django.db.backends.sqlite3",
+            "NAME": VAR_DIR / "fairway.sqlite3",
+            # WAL + a busy timeout let the gateway and management commands share the file.
+            "OPTIONS": {"timeout": 20, "transaction_mode": "IMMEDIATE",
+                        "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;"},
+        }
+    }
+
+REDIS_URL = os.environ.get("REDIS_URL", "")
+if REDIS_URL:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL,
+                          "KEY_PREFIX": "fw"}}
+    CHANNEL_LAYERS = {"default": {"BACKEND": "channels_redis.core.RedisChannelLayer",
+                                  "CONFIG": {"hosts": [REDIS_URL], "prefix": "fw:ch"}}}
+else:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": "fairway"}}
+    CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# --- Web ---------------------------------------------------------------------------------------
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = False
+USE_TZ = True
+STATIC_URL = "static/"
+STATIC_ROOT = VAR_DIR / "static"
+DATA_UPLOAD_MAX_MEMORY_SIZE = 1024 * 1024  # 1 MiB request bodies; larger → 413
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SESSION_COOKIE_SECURE = env_bool("FAIRWAY_SECURE_COOKIES", False)
+CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
+
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": ["tenants.authentication.ApiKeyAuthentication"],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "EXCEPTION_HANDLER": "gateway.errors.drf_exception_handler",
+    "UNAUTHENTICATED_USER": None,
+}
+
+# --- Fairway -----------------------------------------------------------------------------------
+# HMAC pepper for API key secrets; changing it invalidates every key.
+FAIRWAY_KEY_PEPPER = os.environ.get("FAIRWAY_KEY_PEPPER") or dev_secret("key_pepper")
+# Shared secret between gateway and inference service.
+FAIRWAY_INFERENCE_TOKEN = os.environ.get("FAIRWAY_INFERENCE_TOKEN") or dev_secret("inference_token")
+FAIRWAY_INFERENCE_URL = os.environ.get("FAIRWAY_INFERENCE_URL", "http://127.0.0.1:8001")
+FAIRWAY_UPSTREAM_CONNECT_TIMEOUT = float(os.environ.get("FAIRWAY_UPSTREAM_CONNECT_TIMEOUT", "2"))
+FAIRWAY_UPSTREAM_READ_TIMEOUT = float(os.environ.get("FAIRWAY_UPSTREAM_READ_TIMEOUT", "120"))
+# API keys: coarse last_used_at updates (seconds between writes per key) and auth cache TTL.
+FAIRWAY_KEY_LAST_USED_INTERVAL = env_int("FAIRWAY_KEY_LAST_USED_INTERVAL", 300)
+FAIRWAY_KEY_CACHE_SECONDS = env_int("FAIRWAY_KEY_CACHE_SECONDS", 30)
+# Failed authentications per client address before it is slowed (429) for the window.
+FAIRWAY_AUTH_FAILURE_LIMIT = env_int("FAIRWAY_AUTH_FAILURE_LIMIT", 20)
+FAIRWAY_AUTH_FAILURE_WINDOW = env_int("FAIRWAY_AUTH_FAILURE_WINDOW", 60)
+
+# Inference service (read by `manage.py runinference`; the gateway never loads torch).
+FAIRWAY_MODEL_PATH = os.environ.get("FAIRWAY_MODEL_PATH", "")  # HF directory or .gguf file; "" = bundled
+FAIRWAY_MODEL_NAME = os.environ.get("FAIRWAY_MODEL_NAME", "")  # served name; "" = derived from the model
+FAIRWAY_MODEL_CACHE_DIR = Path(os.environ.get("FAIRWAY_MODEL_CACHE_DIR", VAR_DIR / "models"))
+FAIRWAY_DEVICE = os.environ.get("FAIRWAY_DEVICE", "")  # "" = cuda when available, else cpu
+FAIRWAY_TORCH_THREADS = env_int("FAIRWAY_TORCH_THREADS", 0)  # 0 = torch default
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": os.environ.get("FAIRWAY_LOG_LEVEL", "INFO")},
+    "loggers": {"django.request": {"level": "ERROR"}},
+}
+
+# Inference engine (see README "Engine settings"); unset values take the engine's defaults.
+FAIRWAY_INFERENCE_HOST = os.environ.get("FAIRWAY_INFERENCE_HOST", "127.0.0.1")
+FAIRWAY_INFERENCE_PORT = env_int("FAIRWAY_INFERENCE_PORT", 8001)
+FAIRWAY_ENGINE = {
+    name: value
+    for name, value in {
+        "max_num_seqs": os.environ.get("FAIRWAY_MAX_NUM_SEQS"),
+        "kv_cache_tokens": os.environ.get("FAIRWAY_KV_CACHE_TOKENS"),
+        "max_prefill_tokens_per_step": os.environ.get("FAIRWAY_MAX_PREFILL_TOKENS"),
+        "max_queue_per_tenant": os.environ.get("FAIRWAY_MAX_QUEUE_PER_TENANT"),
+        "max_queue_total": os.environ.get("FAIRWAY_MAX_QUEUE_TOTAL"),
+        "max_queue_wait_s": os.environ.get("FAIRWAY_MAX_QUEUE_WAIT"),
+        "policy": os.environ.get("FAIRWAY_SCHEDULER_POLICY"),
+    }.items()
+    if value not in (None, "")
+}

@@ -1,0 +1,108 @@
+"""OpenAI-compatible endpoints. Thin: authenticate, validate, hand over to CompletionRun.
+
+These are async Django views (the hot path is async end to end); they reuse the same API-key
+authentication as the DRF views through `tenants.authentication.aauthenticate_request`.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+
+from django.conf import settings
+from django.http import HttpResponse, JsonResponse, StreamingHttpResponse
+from django.views.decorators.csrf import csrf_exempt
+
+from tenants.authentication import aauthenticate_request, require_scope
+
+from . import upstream
+from .completions import CompletionRun
+from .errors import ApiError, error_response, to_api_error
+from .sse import SSE_HEADERS
+from .validation import parse_json_body, validate_chat, validate_completion
+
+logger = logging.getLogger("fairway.gateway")
+
+
+def openai_endpoint(*methods: str):
+    """Async view wrapper: method check, errors in OpenAI's shape, CSRF exempt (API keys, not cookies)."""
+
+    def decorate(view):
+        @csrf_exempt
+        @functools.wraps(view)
+        async def wrapper(request, *args, **kwargs):
+            try:
+                if request.method not in methods:
+                    raise ApiError(405, f"Method {request.method} is not allowed here.", code="method_not_allowed")
+                return await view(request, *args, **kwargs)
+            except Exception as exc:  # noqa: BLE001 — every failure must leave in OpenAI's shape
+                error = to_api_error(exc)
+                if error is None:
+                    logger.exception("unhandled error in %s", view.__name__)
+                    error = ApiError(500, "The server had an error while processing your request.",
+                                     code="internal_error")
+                return error_response(error)
+
+        return wrapper
+
+    return decorate
+
+
+@openai_endpoint("GET")
+async def list_models(request):
+    principal = await aauthenticate_request(request)
+    require_scope(principal, "inference")
+    return JsonResponse({"object": "list", "data": await upstream.list_models()})
+
+
+@openai_endpoint("GET")
+async def retrieve_model(request, model_id: str):
+    principal = await aauthenticate_request(request)
+    require_scope(principal, "inference")
+    for card in await upstream.list_models():
+        if card["id"] == model_id:
+            return JsonResponse(card)
+    raise _model_not_found(model_id)
+
+
+@openai_endpoint("POST")
+async def chat_completions(request):
+    return await _complete(request, validate_chat)
+
+
+@openai_endpoint("POST")
+async def completions(request):
+    return await _complete(request, validate_completion)
+
+
+async def _complete(request, validate):
+    principal = await aauthenticate_request(request)
+    require_scope(principal, "inference")
+    body = _body(request)
+    parsed = validate(body, max_tokens_limit=principal.plan.max_tokens_per_request)
+    if parsed.model not in {card["id"] for card in await upstream.list_models()}:
+        raise _model_not_found(parsed.model)
+    run = CompletionRun(principal=principal, request=parsed, request_id=request.request_id)
+    await run.open()
+    if parsed.stream:
+        response = StreamingHttpResponse(run.sse(), content_type="text/event-stream")
+        for name, value in SSE_HEADERS.items():
+            response[name] = value
+        return response
+    return HttpResponse(json.dumps(await run.whole()), content_type="application/json")
+
+
+def _body(request) -> dict:
+    content_type = request.content_type or ""
+    if content_type and content_type != "application/json":
+        raise ApiError(415, "Send the request body as application/json.", code="unsupported_media_type")
+    raw = request.body  # raises RequestDataTooBig (→ 413) past DATA_UPLOAD_MAX_MEMORY_SIZE
+    if len(raw) > settings.DATA_UPLOAD_MAX_MEMORY_SIZE:
+        raise ApiError(413, "The request body is too large (limit 1 MiB).", code="request_too_large")
+    return parse_json_body(raw)
+
+
+def _model_not_found(model: str) -> ApiError:
+    return ApiError(404, f"The model '{model}' does not exist or you do not have access to it.",
+                    code="model_not_found", param="model")

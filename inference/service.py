@@ -1,0 +1,58 @@
+"""Wiring of the inference service: model + engine + HTTP app, served by uvicorn."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import fields
+
+from django.conf import settings
+
+logger = logging.getLogger("fairway.inference")
+
+
+def engine_config(overrides: dict):
+    from .engine.engine import EngineConfig
+
+    known = {field.name: field.type for field in fields(EngineConfig)}
+    values = {}
+    for name, raw in overrides.items():
+        default = getattr(EngineConfig(), name)
+        values[name] = type(default)(raw) if default is not None and not isinstance(raw, type(default)) else raw
+    unknown = set(values) - set(known)
+    if unknown:
+        raise RuntimeError(f"Unknown engine settings: {sorted(unknown)}")
+    return EngineConfig(**values)
+
+
+def build_service(*, model_path: str):
+    import torch
+
+    from .engine.engine import Engine
+    from .loader import load_model
+    from .metrics import EngineMetrics
+    from .server import ServiceState
+    from .tokenization import PromptBuilder
+
+    if settings.FAIRWAY_TORCH_THREADS:
+        torch.set_num_threads(settings.FAIRWAY_TORCH_THREADS)
+    started = time.monotonic()
+    loaded = load_model(model_path=model_path, cache_dir=settings.FAIRWAY_MODEL_CACHE_DIR,
+                        device=settings.FAIRWAY_DEVICE, served_name=settings.FAIRWAY_MODEL_NAME)
+    config = engine_config({**settings.FAIRWAY_ENGINE, "device": loaded.device})
+    engine = Engine(loaded.model, loaded.tokenizer, config)
+    engine.start()
+    logger.info("model %s loaded on %s in %.1fs", loaded.name, loaded.device, time.monotonic() - started)
+    return ServiceState(engine=engine, prompt_builder=PromptBuilder(loaded.tokenizer), model_name=loaded.name,
+                        context_length=loaded.context_length, device=loaded.device,
+                        token=settings.FAIRWAY_INFERENCE_TOKEN, metrics=EngineMetrics(loaded.name))
+
+
+def serve(state, *, host: str, port: int) -> None:
+    import uvicorn
+
+    from .server import InferenceApp
+
+    logger.info("inference service listening on http://%s:%s", host, port)
+    uvicorn.run(InferenceApp(state), host=host, port=port, lifespan="on", access_log=False,
+                log_level="warning", timeout_graceful_shutdown=10)

@@ -1,0 +1,112 @@
+"""Tenants, their plans and API keys. Plain data: behaviour lives in services.py / selectors.py."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from decimal import Decimal
+
+from django.core.validators import MinValueValidator
+from django.db import models
+from django.db.models import Q
+from django.utils import timezone
+
+# Scopes a key can carry; new keys get all of them unless told otherwise.
+SCOPE_INFERENCE = "inference"  # models, chat, completions
+SCOPE_CONVERSATIONS = "conversations"
+SCOPE_USAGE = "usage"
+ALL_SCOPES = (SCOPE_INFERENCE, SCOPE_CONVERSATIONS, SCOPE_USAGE)
+
+
+def _positive() -> list:
+    return [MinValueValidator(1)]
+
+
+class Plan(models.Model):
+    name = models.CharField(max_length=64, unique=True)
+    rpm = models.PositiveIntegerField("requests per minute", default=60, validators=_positive())
+    tpm = models.PositiveIntegerField("tokens per minute", default=100_000, validators=_positive())
+    monthly_token_budget = models.PositiveBigIntegerField(default=10_000_000, validators=_positive())
+    max_concurrent_requests = models.PositiveIntegerField(default=4, validators=_positive())
+    max_tokens_per_request = models.PositiveIntegerField(default=4096, validators=_positive())
+    # Fair-share weight for the inference scheduler: a weight-2 tenant gets twice the tokens under contention.
+    weight = models.DecimalField(max_digits=8, decimal_places=3, default=Decimal("1"),
+                                 validators=[MinValueValidator(Decimal("0.001"))])
+    price_per_1k_input_tokens = models.DecimalField(max_digits=12, decimal_places=6, default=Decimal("0"),
+                                                    validators=[MinValueValidator(Decimal("0"))])
+    price_per_1k_output_tokens = models.DecimalField(max_digits=12, decimal_places=6, default=Decimal("0"),
+                                                     validators=[MinValueValidator(Decimal("0"))])
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [
+            models.CheckConstraint(condition=Q(weight__gt=0), name="tenants_plan_weight_positive"),
+            models.CheckConstraint(
+                condition=Q(rpm__gt=0, tpm__gt=0, monthly_token_budget__gt=0, max_concurrent_requests__gt=0,
+                            max_tokens_per_request__gt=0),
+                name="tenants_plan_limits_positive",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Tenant(models.Model):
+    class Status(models.TextChoices):
+        ACTIVE = "active", "Active"
+        SUSPENDED = "suspended", "Suspended"
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    name = models.CharField(max_length=200)
+    slug = models.SlugField(max_length=64, unique=True)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.ACTIVE, db_index=True)
+    plan = models.ForeignKey(Plan, on_delete=models.PROTECT, related_name="tenants")
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+
+    class Meta:
+        ordering = ["slug"]
+
+    def __str__(self) -> str:
+        return self.slug
+
+    @property
+    def is_active(self) -> bool:
+        return self.status == self.Status.ACTIVE
+
+
+class ApiKey(models.Model):
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="api_keys")
+    name = models.CharField(max_length=200, blank=True)
+    # Public half of the key ("fw_<key_id>_…"): safe to show, used to find the row.
+    key_id = models.CharField(max_length=32, unique=True, editable=False)
+    # HMAC-SHA256(pepper, secret) hex; the plaintext secret is never stored.
+    secret_hash = models.CharField(max_length=64, editable=False)
+    last4 = models.CharField(max_length=4, editable=False)
+    scopes = models.JSONField(default=list, blank=True)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    expires_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+    last_used_at = models.DateTimeField(null=True, blank=True, editable=False)
+
+    class Meta:
+        ordering = ["-created_at"]
+        verbose_name = "API key"
+
+    def __str__(self) -> str:
+        return self.display
+
+    @property
+    def display(self) -> str:
+        """What operators see: the public id and the last 4 characters, never the secret."""
+        return f"fw_{self.key_id}_…{self.last4}"
+
+    def status_at(self, now: datetime) -> str:
+        if self.revoked_at is not None and self.revoked_at <= now:
+            return "revoked"
+        if self.expires_at is not None and self.expires_at <= now:
+            return "expired"
+        return "active"
