@@ -105,6 +105,8 @@ else:
             # WAL + a busy timeout let the gateway and management commands share the file.
             "OPTIONS": {"timeout": 20, "transaction_mode": "IMMEDIATE",
                         "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;"},
+            # A file (not :memory:) so end-to-end tests can share the test database with real processes.
+            "TEST": {"NAME": str(VAR_DIR / "test.sqlite3")},
         }
     }
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from inference import protocol
 
@@ -33,6 +33,11 @@ class Outcome:
     finish_reason: str | None = None
     ttft_s: float | None = None
     duration_s: float = 0.0
+    delivered_text: list[str] = field(default_factory=list, repr=False)  # never logged
+
+    @property
+    def text(self) -> str:
+        return "".join(self.delivered_text)
 
 
 class CompletionRun:
@@ -81,6 +86,7 @@ class CompletionRun:
                 pending_tokens += event.tokens
                 if event.text:
                     yield sse_event(self._chunk(delta={"content": event.text}, text=event.text))
+                    self.outcome.delivered_text.append(event.text)
                     self._delivered(pending_tokens)
                     pending_tokens = 0
                 if event.finish_reason:
@@ -113,6 +119,7 @@ class CompletionRun:
                 raise ApiError(502, exc.message, code=exc.code, type="server_error") from exc
             raise
         self._delivered(tokens)
+        self.outcome.delivered_text = texts
         self.outcome.status = "ok"
         await self._close(None)
         build = protocol.chat_completion if self.chat else protocol.text_completion

@@ -133,3 +133,24 @@ def _relayed_error(status: int, body: bytes, headers) -> ApiError:
     return ApiError(status, error.get("message", "Request failed."), code=error.get("code"),
                     param=error.get("param"), type=error.get("type"),
                     retry_after=int(retry_after) if retry_after and retry_after.isdigit() else None)
+
+
+_counters: dict[tuple[str, str], "PromptCounter"] = {}
+
+
+async def prompt_counter(model: str):
+    """The served model's exact prompt counter, fetched once per process (3 MB of tokenizer JSON)."""
+    from .tokens import PromptCounter
+
+    key = (settings.FAIRWAY_INFERENCE_URL, model)
+    counter = _counters.get(key)
+    if counter is None:
+        try:
+            response = await _client().get(f"{settings.FAIRWAY_INFERENCE_URL}/v1/tokenizer", headers=_headers())
+        except httpx.TransportError as exc:
+            raise unavailable(type(exc).__name__) from exc
+        if response.status_code != 200:
+            raise unavailable(f"HTTP {response.status_code} from /v1/tokenizer")
+        counter = PromptCounter.from_payload(response.json())
+        _counters[key] = counter
+    return counter

@@ -13,7 +13,7 @@ import json
 import logging
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from . import protocol
 from .engine.errors import EngineOverloaded, EngineStopped, TenantQueueFull
@@ -32,13 +32,14 @@ class ServiceState:
     context_length: int
     device: str
     token: str
-    started_at: int = int(time.time())
+    started_at: int = field(default_factory=lambda: int(time.time()))
     metrics: object | None = None  # inference.metrics.EngineMetrics
 
 
 class InferenceApp:
     def __init__(self, state: ServiceState):
         self.state = state
+        self._tokenizer_cache: dict | None = None
 
     async def __call__(self, scope, receive, send):
         if scope["type"] == "lifespan":
@@ -71,6 +72,8 @@ class InferenceApp:
         if method == "GET" and path == "/metrics" and self.state.metrics is not None:
             body, content_type = self.state.metrics.render(self.state.engine.stats())
             return await _send(send, 200, body, content_type)
+        if method == "GET" and path == "/v1/tokenizer":
+            return await _send_json(send, 200, self._tokenizer_payload())
         if method == "GET" and path == "/v1/models":
             card = protocol.model_card(self.state.model_name, self.state.started_at)
             return await _send_json(send, 200, {"object": "list", "data": [card]})
@@ -82,6 +85,16 @@ class InferenceApp:
     def _authorized(self, authorization: str) -> bool:
         scheme, _, token = authorization.partition(" ")
         return scheme.lower() == "bearer" and hmac.compare_digest(token.strip().encode(), self.state.token.encode())
+
+    def _tokenizer_payload(self) -> dict:
+        """What the gateway needs to count prompt tokens exactly as this service does (see gateway/tokens.py)."""
+        if self._tokenizer_cache is None:
+            tokenizer = self.state.prompt_builder.tokenizer
+            self._tokenizer_cache = {
+                "model": self.state.model_name, "context_length": self.state.context_length,
+                "chat_template": tokenizer.chat_template, "special_tokens": tokenizer.special_tokens_map,
+                "tokenizer_json": tokenizer.backend_tokenizer.to_str()}
+        return self._tokenizer_cache
 
     def _health(self) -> dict:
         stats = self.state.engine.stats()

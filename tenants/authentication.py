@@ -92,7 +92,7 @@ def _check(record: AuthRecord | None, parsed: keys.ParsedKey, now: datetime) -> 
         raise _Failure(_unauthorized(MSG_INVALID), counts=True, reason="unknown key id")
     if not keys.verify(parsed.secret, record.secret_hash):
         raise _Failure(_unauthorized(MSG_INVALID), counts=True, reason="wrong secret")
-    if record.revoked_at is not None and record.revoked_at <= now:
+    if record.revoked_at is not None:
         raise _Failure(_unauthorized(MSG_REVOKED), counts=True, reason="revoked")
     if record.expires_at is not None and record.expires_at <= now:
         raise _Failure(_unauthorized(MSG_EXPIRED), counts=True, reason="expired")

@@ -6,6 +6,7 @@ import uuid
 from datetime import datetime
 from decimal import Decimal
 
+from django.core.exceptions import ValidationError
 from django.core.validators import MinValueValidator
 from django.db import models
 from django.db.models import Q
@@ -16,6 +17,12 @@ SCOPE_INFERENCE = "inference"  # models, chat, completions
 SCOPE_CONVERSATIONS = "conversations"
 SCOPE_USAGE = "usage"
 ALL_SCOPES = (SCOPE_INFERENCE, SCOPE_CONVERSATIONS, SCOPE_USAGE)
+
+
+def validate_scopes(value) -> None:
+    """Declarative check (admin forms, full_clean): a non-empty list of known scopes."""
+    if not isinstance(value, list) or not value or not set(value) <= set(ALL_SCOPES):
+        raise ValidationError(f"Scopes must be a non-empty list drawn from: {', '.join(ALL_SCOPES)}.")
 
 
 def _positive() -> list:
@@ -86,7 +93,7 @@ class ApiKey(models.Model):
     # HMAC-SHA256(pepper, secret) hex; the plaintext secret is never stored.
     secret_hash = models.CharField(max_length=64, editable=False)
     last4 = models.CharField(max_length=4, editable=False)
-    scopes = models.JSONField(default=list, blank=True)
+    scopes = models.JSONField(default=list, validators=[validate_scopes])
     created_at = models.DateTimeField(default=timezone.now, editable=False)
     expires_at = models.DateTimeField(null=True, blank=True)
     revoked_at = models.DateTimeField(null=True, blank=True)
@@ -105,7 +112,7 @@ class ApiKey(models.Model):
         return f"fw_{self.key_id}_…{self.last4}"
 
     def status_at(self, now: datetime) -> str:
-        if self.revoked_at is not None and self.revoked_at <= now:
+        if self.revoked_at is not None:  # revocation is immediate, whatever the clock says
             return "revoked"
         if self.expires_at is not None and self.expires_at <= now:
             return "expired"

@@ -25,8 +25,9 @@ from tenants.models import ALL_SCOPES, ApiKey, Plan, Tenant
 logger = logging.getLogger(__name__)
 
 DEFAULT_ROTATION_GRACE = timedelta(hours=24)
+_DECIMAL_PLAN_FIELDS = ("weight", "price_per_1k_input_tokens", "price_per_1k_output_tokens")
 _PLAN_FIELDS = ("rpm", "tpm", "monthly_token_budget", "max_concurrent_requests", "max_tokens_per_request",
-                "weight", "price_per_1k_input_tokens", "price_per_1k_output_tokens")
+                *_DECIMAL_PLAN_FIELDS)
 
 
 def _now() -> datetime:
@@ -78,7 +79,7 @@ def plan_update(*, plan: Plan, **changes) -> Plan:
     if unknown:
         raise ValidationError(f"Unknown plan fields: {', '.join(sorted(unknown))}")
     for name, value in changes.items():
-        setattr(plan, name, Decimal(str(value)) if isinstance(value, (float, str)) else value)
+        setattr(plan, name, Decimal(str(value)) if name in _DECIMAL_PLAN_FIELDS else value)
     plan.full_clean()
     plan.save()
     auth_cache_invalidate(key_ids=selectors.apikey_key_ids_for_plan(plan=plan))
