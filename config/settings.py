@@ -106,7 +106,7 @@ else:
             "OPTIONS": {"timeout": 20, "transaction_mode": "IMMEDIATE",
                         "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;"},
             # A file (not :memory:) so end-to-end tests can share the test database with real processes.
-            "TEST": {"NAME": str(VAR_DIR / "test.sqlite3")},
+            "TEST": {"NAME": str(VAR_DIR / f"test-{os.getpid()}.sqlite3")},
         }
     }
 
