@@ -61,6 +61,7 @@ INSTALLED_APPS = [
     "gateway",
     "billing",
     "inference",
+    "conversations",
 ]
 
 MIDDLEWARE = [
@@ -168,8 +169,9 @@ FAIRWAY_TORCH_THREADS = env_int("FAIRWAY_TORCH_THREADS", 0)  # 0 = torch default
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "filters": {"request_id": {"()": "gateway.middleware.RequestIdLogFilter"}},
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain", "filters": ["request_id"]}},
     "root": {"handlers": ["console"], "level": os.environ.get("FAIRWAY_LOG_LEVEL", "INFO")},
     "loggers": {"django.request": {"level": "ERROR"}},
 }
@@ -190,3 +192,40 @@ FAIRWAY_ENGINE = {
     }.items()
     if value not in (None, "")
 }
+
+# --- Conversations encryption ------------------------------------------------------------------
+# Envelope encryption of stored conversations (README "Conversation encryption"). FAIRWAY_KEKS is
+# "id:<base64 of 32 bytes>,…", first = primary. Only the embedded default (no DATABASE_URL) may run
+# without it: a development KEK is generated into var/secrets/ (the app logs that it did). With
+# DATABASE_URL set and no FAIRWAY_KEKS, the conversations app refuses to start. The test suite is
+# treated like the embedded default even on PostgreSQL (its database is throwaway).
+
+
+def _dev_kek() -> tuple[str, str]:
+    import base64
+
+    path = VAR_DIR / "secrets" / "conversations_kek"
+    if path.exists():
+        return path.read_text().strip(), "dev-file"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    line = f"dev1:{base64.b64encode(secrets.token_bytes(32)).decode()}"
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:  # another process won the race: use its key
+        return path.read_text().strip(), "dev-file"
+    with os.fdopen(fd, "w") as handle:
+        handle.write(line)
+    return line, "generated"
+
+
+FAIRWAY_KEKS = os.environ.get("FAIRWAY_KEKS", "").strip()
+FAIRWAY_KEKS_SOURCE = "env" if FAIRWAY_KEKS else "unset"
+if not FAIRWAY_KEKS and (not DATABASE_URL or "pytest" in __import__("sys").modules):
+    FAIRWAY_KEKS, FAIRWAY_KEKS_SOURCE = _dev_kek()
+# Unwrapped DEKs stay in process memory (never Redis) this long.
+FAIRWAY_DEK_CACHE_SECONDS = env_int("FAIRWAY_DEK_CACHE_SECONDS", 60)
+# Turn lock lease; renewed while a generation runs, so a crashed worker frees the conversation soon.
+FAIRWAY_CONVERSATION_LOCK_SECONDS = env_int("FAIRWAY_CONVERSATION_LOCK_SECONDS", 30)
+FAIRWAY_CONVERSATION_MAX_MESSAGE_CHARS = env_int("FAIRWAY_CONVERSATION_MAX_MESSAGE_CHARS", 32_768)
+# Tokens kept free for the reply when a request with `conversation` gives no max_tokens.
+FAIRWAY_CONVERSATION_REPLY_RESERVE = env_int("FAIRWAY_CONVERSATION_REPLY_RESERVE", 256)

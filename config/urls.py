@@ -8,6 +8,7 @@ def health(request):
 
 
 urlpatterns = [
+    path("v1/", include("conversations.urls")),
     path("v1/", include("gateway.urls")),
     path("admin/", admin.site.urls),
     path("health", health),

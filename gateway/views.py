@@ -14,6 +14,7 @@ from django.conf import settings
 from django.http import HttpResponse, JsonResponse, StreamingHttpResponse
 from django.views.decorators.csrf import csrf_exempt
 
+from conversations import turns
 from tenants.authentication import aauthenticate_request, require_scope
 
 from . import upstream
@@ -83,14 +84,24 @@ async def _complete(request, validate):
     parsed = validate(body, max_tokens_limit=principal.plan.max_tokens_per_request)
     if parsed.model not in {card["id"] for card in await upstream.list_models()}:
         raise _model_not_found(parsed.model)
+    # Stored history (`conversation` field): lock the conversation, forward history + new messages.
+    turn = await turns.turn_prepare(principal=principal, body=body, request=parsed)
+    parsed = turn.request if turn else parsed
     run = CompletionRun(principal=principal, request=parsed, request_id=request.request_id)
-    await run.open()
+    try:
+        await run.open()
+    except BaseException:
+        await turns.turn_finish(turn=turn, outcome=run.outcome)  # stores nothing, releases the lock
+        raise
     if parsed.stream:
-        response = StreamingHttpResponse(run.sse(), content_type="text/event-stream")
+        response = StreamingHttpResponse(turns.turn_stream(turn=turn, run=run), content_type="text/event-stream")
         for name, value in SSE_HEADERS.items():
             response[name] = value
         return response
-    return HttpResponse(json.dumps(await run.whole()), content_type="application/json")
+    try:
+        return HttpResponse(json.dumps(await run.whole()), content_type="application/json")
+    finally:
+        await turns.turn_finish(turn=turn, outcome=run.outcome)
 
 
 def _body(request) -> dict:

@@ -115,7 +115,8 @@ class InferenceApp:
                              retry_after=exc.retry_after)
         except (EngineOverloaded, EngineStopped) as exc:
             raise BadRequest(503, str(exc), code="overloaded", type_="server_error", retry_after=exc.retry_after)
-        reply = _Reply(chat=chat, model=self.state.model_name, prompt_tokens=len(prompt_ids), parsed=parsed)
+        reply = _Reply(chat=chat, model=self.state.model_name, prompt_tokens=len(prompt_ids), parsed=parsed,
+                       metrics=self.state.metrics)
         watcher = asyncio.create_task(_cancel_on_disconnect(receive, stream, asyncio.current_task()))
         try:
             if parsed.stream:
@@ -130,8 +131,10 @@ class InferenceApp:
 class _Reply:
     """Formats engine events as OpenAI responses (streamed or whole)."""
 
-    def __init__(self, *, chat: bool, model: str, prompt_tokens: int, parsed: ParsedRequest):
+    def __init__(self, *, chat: bool, model: str, prompt_tokens: int, parsed: ParsedRequest, metrics=None):
         self.chat, self.model, self.prompt_tokens = chat, model, prompt_tokens
+        self.metrics = metrics
+        self.submitted = self.last_token_at = time.monotonic()
         self.completion_id = ("chatcmpl-" if chat else "cmpl-") + uuid.uuid4().hex
         self.created = int(time.time())
         self.include_usage = parsed.include_usage
@@ -147,6 +150,16 @@ class _Reply:
         payload["fairway"] = {"tokens": tokens, "prompt_tokens": self.prompt_tokens} if first else {"tokens": tokens}
         return payload
 
+    def _observe(self, tokens: int, tokens_before: int) -> None:
+        if self.metrics is None or not tokens:
+            return
+        now = time.monotonic()
+        if tokens_before == 0:
+            self.metrics.ttft.observe(now - self.submitted)
+        else:
+            self.metrics.inter_token.observe((now - self.last_token_at) / tokens)
+        self.last_token_at = now
+
     async def stream(self, stream, send):
         await send({"type": "http.response.start", "status": 200,
                     "headers": [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache")]})
@@ -154,6 +167,7 @@ class _Reply:
         await _send_event(send, self.chunk("", None, 0, first=True))
         try:
             async for event in stream:
+                self._observe(event.tokens, completion_tokens)
                 completion_tokens += event.tokens
                 await _send_event(send, self.chunk(event.text, event.finish_reason, event.tokens))
         except (EngineOverloaded, EngineStopped) as exc:
@@ -169,6 +183,7 @@ class _Reply:
         texts, completion_tokens, finish_reason = [], 0, "stop"
         try:
             async for event in stream:
+                self._observe(event.tokens, completion_tokens)
                 texts.append(event.text)
                 completion_tokens += event.tokens
                 finish_reason = event.finish_reason or finish_reason

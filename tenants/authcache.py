@@ -12,6 +12,7 @@ from collections.abc import Iterable
 from datetime import datetime
 from uuid import UUID
 
+from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.core.cache import cache
 from django.db import transaction
@@ -27,6 +28,11 @@ def record_key(key_id: str) -> str:
 
 def record_decode(value: dict | None) -> AuthRecord | None:
     return None if value is None else AuthRecord.from_cache(value)
+
+
+async def aget_many(names: list[str]) -> dict:
+    """One thread hop and one round trip: Django's `cache.aget_many` awaits `aget` once per key."""
+    return await sync_to_async(cache.get_many, thread_sensitive=True)(names)
 
 
 def record_set(record: AuthRecord) -> None:
@@ -83,3 +89,20 @@ async def afailure_record(name: str) -> int:
 def touch_guard(*, api_key_id: UUID | str, now: datetime) -> tuple[str, int]:
     interval = max(1, settings.FAIRWAY_KEY_LAST_USED_INTERVAL)
     return f"fw:auth:used:{api_key_id}:{int(now.timestamp() // interval)}", interval
+
+
+# Guards this process has already tried. Saves the per-request cache round trip (~0.4 ms on Redis):
+# after the first request of an interval, a worker skips straight past the touch. Bounded; a race
+# only costs one extra `add`, and the cache `add` still decides across processes.
+_tried_guards: dict[str, None] = {}
+_TRIED_MAX = 10_000
+
+
+def touch_tried_locally(name: str) -> bool:
+    """True if this process already tried `name`; otherwise remember it and return False."""
+    if name in _tried_guards:
+        return True
+    if len(_tried_guards) >= _TRIED_MAX:
+        _tried_guards.clear()
+    _tried_guards[name] = None
+    return False

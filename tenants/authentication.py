@@ -151,7 +151,7 @@ async def aauthenticate_request(request, *, now: datetime | None = None) -> ApiK
     client, parsed = _client(request), _read_key(request)
     fail_name, retry_after = authcache.failure_bucket(client=client, now=now)
     names = [fail_name] + ([authcache.record_key(parsed.key_id)] if isinstance(parsed, keys.ParsedKey) else [])
-    values = await cache.aget_many(names)
+    values = await authcache.aget_many(names)
     if _blocked(values, fail_name):
         raise _throttled(retry_after)
     try:

@@ -36,6 +36,9 @@ class Plan(models.Model):
     monthly_token_budget = models.PositiveBigIntegerField(default=10_000_000, validators=_positive())
     max_concurrent_requests = models.PositiveIntegerField(default=4, validators=_positive())
     max_tokens_per_request = models.PositiveIntegerField(default=4096, validators=_positive())
+    # Requests per minute for each API key (blank: a key may use the tenant's whole `rpm`). Quotas, gateway/quotas.
+    rpm_per_key = models.PositiveIntegerField("requests per minute per key", null=True, blank=True,
+                                              validators=_positive())
     # Fair-share weight for the inference scheduler: a weight-2 tenant gets twice the tokens under contention.
     weight = models.DecimalField(max_digits=8, decimal_places=3, default=Decimal("1"),
                                  validators=[MinValueValidator(Decimal("0.001"))])
@@ -72,9 +75,22 @@ class Tenant(models.Model):
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.ACTIVE, db_index=True)
     plan = models.ForeignKey(Plan, on_delete=models.PROTECT, related_name="tenants")
     created_at = models.DateTimeField(default=timezone.now, editable=False)
+    # Per-tenant limit overrides (blank: the plan's value). Read by gateway/quotas via PlanLimits.
+    rpm_override = models.PositiveIntegerField(null=True, blank=True, validators=_positive())
+    rpm_per_key_override = models.PositiveIntegerField(null=True, blank=True, validators=_positive())
+    tpm_override = models.PositiveIntegerField(null=True, blank=True, validators=_positive())
+    monthly_token_budget_override = models.PositiveBigIntegerField(null=True, blank=True, validators=_positive())
+    max_concurrent_requests_override = models.PositiveIntegerField(null=True, blank=True, validators=_positive())
+
+    LIMIT_OVERRIDES = ("rpm", "rpm_per_key", "tpm", "monthly_token_budget", "max_concurrent_requests")
 
     class Meta:
         ordering = ["slug"]
+
+    def limit_overrides(self) -> dict[str, int]:
+        """The overrides that are set, by PlanLimits field name."""
+        values = {name: getattr(self, f"{name}_override") for name in self.LIMIT_OVERRIDES}
+        return {name: value for name, value in values.items() if value is not None}
 
     def __str__(self) -> str:
         return self.slug

@@ -24,15 +24,17 @@ class PlanLimits:
     weight: float
     price_per_1k_input_tokens: Decimal
     price_per_1k_output_tokens: Decimal
+    rpm_per_key: int | None = None  # None: a key may use the tenant's whole rpm
 
     @classmethod
-    def from_plan(cls, plan) -> PlanLimits:
-        return cls(plan_id=plan.pk, name=plan.name, rpm=plan.rpm, tpm=plan.tpm,
-                   monthly_token_budget=plan.monthly_token_budget,
-                   max_concurrent_requests=plan.max_concurrent_requests,
-                   max_tokens_per_request=plan.max_tokens_per_request, weight=float(plan.weight),
-                   price_per_1k_input_tokens=Decimal(plan.price_per_1k_input_tokens),
-                   price_per_1k_output_tokens=Decimal(plan.price_per_1k_output_tokens))
+    def from_plan(cls, plan, overrides: dict | None = None) -> PlanLimits:
+        """The plan's limits with the tenant's overrides (Tenant.limit_overrides()) applied."""
+        limits = dict(rpm=plan.rpm, tpm=plan.tpm, monthly_token_budget=plan.monthly_token_budget,
+                      max_concurrent_requests=plan.max_concurrent_requests,
+                      rpm_per_key=getattr(plan, "rpm_per_key", None), **(overrides or {}))
+        return cls(plan_id=plan.pk, name=plan.name, max_tokens_per_request=plan.max_tokens_per_request,
+                   weight=float(plan.weight), price_per_1k_input_tokens=Decimal(plan.price_per_1k_input_tokens),
+                   price_per_1k_output_tokens=Decimal(plan.price_per_1k_output_tokens), **limits)
 
 
 @dataclass(frozen=True, slots=True)

@@ -64,4 +64,5 @@ def _to_record(api_key: ApiKey) -> AuthRecord:
     return AuthRecord(api_key_id=api_key.pk, key_id=api_key.key_id, secret_hash=api_key.secret_hash,
                       tenant_id=tenant.pk, tenant_slug=tenant.slug, tenant_active=tenant.is_active,
                       scopes=frozenset(api_key.scopes or ()), expires_at=api_key.expires_at,
-                      revoked_at=api_key.revoked_at, plan=PlanLimits.from_plan(tenant.plan))
+                      revoked_at=api_key.revoked_at,
+                      plan=PlanLimits.from_plan(tenant.plan, tenant.limit_overrides()))

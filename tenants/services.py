@@ -27,7 +27,7 @@ logger = logging.getLogger(__name__)
 DEFAULT_ROTATION_GRACE = timedelta(hours=24)
 _DECIMAL_PLAN_FIELDS = ("weight", "price_per_1k_input_tokens", "price_per_1k_output_tokens")
 _PLAN_FIELDS = ("rpm", "tpm", "monthly_token_budget", "max_concurrent_requests", "max_tokens_per_request",
-                *_DECIMAL_PLAN_FIELDS)
+                "rpm_per_key", *_DECIMAL_PLAN_FIELDS)
 
 
 def _now() -> datetime:
@@ -189,11 +189,12 @@ def _touch_filter(api_key_id: UUID | str, now: datetime, interval: int) -> Q:
 
 
 def apikey_touch_last_used(*, api_key_id: UUID | str, now: datetime | None = None) -> bool:
-    """Record use coarsely: a cache `add` lets one request per key per interval try a conditional
-    UPDATE (which itself refuses to move last_used_at forward by less than the interval)."""
+    """Record use coarsely: a cache `add` (skipped when this process already tried) lets one request
+    per key per interval try a conditional UPDATE, which itself refuses to move last_used_at forward
+    by less than the interval. Returns whether a row was written."""
     now = now or _now()
     guard, interval = authcache.touch_guard(api_key_id=api_key_id, now=now)
-    if not cache.add(guard, 1, timeout=interval):
+    if authcache.touch_tried_locally(guard) or not cache.add(guard, 1, timeout=interval):
         return False
     return ApiKey.objects.filter(_touch_filter(api_key_id, now, interval)).update(last_used_at=now) > 0
 
@@ -201,6 +202,6 @@ def apikey_touch_last_used(*, api_key_id: UUID | str, now: datetime | None = Non
 async def aapikey_touch_last_used(*, api_key_id: UUID | str, now: datetime | None = None) -> bool:
     now = now or _now()
     guard, interval = authcache.touch_guard(api_key_id=api_key_id, now=now)
-    if not await cache.aadd(guard, 1, timeout=interval):
+    if authcache.touch_tried_locally(guard) or not await cache.aadd(guard, 1, timeout=interval):
         return False
     return await ApiKey.objects.filter(_touch_filter(api_key_id, now, interval)).aupdate(last_used_at=now) > 0

@@ -56,7 +56,8 @@ def live_fairway(tmp_path_factory, django_db_setup, django_db_blocker):
     env = {**os.environ, "FAIRWAY_MODEL_PATH": str(model_dir), "FAIRWAY_MODEL_NAME": TINY_MODEL,
            "FAIRWAY_INFERENCE_TOKEN": token, "FAIRWAY_INFERENCE_URL": f"http://127.0.0.1:{inference_port}",
            "FAIRWAY_KEY_PEPPER": settings.FAIRWAY_KEY_PEPPER, "FAIRWAY_SECRET_KEY": settings.SECRET_KEY,
-           "DATABASE_URL": test_database_url(), "FAIRWAY_TORCH_THREADS": "1", "FAIRWAY_LOG_LEVEL": "WARNING"}
+           "DATABASE_URL": test_database_url(), "FAIRWAY_KEKS": settings.FAIRWAY_KEKS,
+           "FAIRWAY_TORCH_THREADS": "1", "FAIRWAY_LOG_LEVEL": "WARNING"}
     logs = tmp_path_factory.mktemp("logs")
     inference = subprocess.Popen([sys.executable, "manage.py", "runinference", "--port", str(inference_port)],
                                  cwd=ROOT, env=env, stdout=open(logs / "inference.log", "w"), stderr=subprocess.STDOUT)

@@ -61,7 +61,7 @@ def test_disconnect_cancels_generation(live_fairway, e2e_key):
     while engine_stats(live_fairway)["running"] and time.monotonic() < deadline:
         time.sleep(0.05)
     stats = engine_stats(live_fairway)
-    assert stats["running"] == 0 and stats["kv_cache_used_tokens"] == 0, stats
+    assert stats["running"] == 0 and stats["kv_cache"]["used_tokens"] == 0, stats
 
 
 def test_bad_key_is_401(live_fairway, e2e_key):

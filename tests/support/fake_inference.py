@@ -22,10 +22,36 @@ class FakeScript:
     tokens: list[str] = field(default_factory=lambda: ["Hello", ",", " world", "!"])
     token_delay: float = 0.0
     finish_reason: str = "stop"
-    prompt_tokens: int = 7
+    prompt_tokens: int | None = 7  # None: count the prompt with the tiny tokenizer (as the real service does)
     fail_after: int | None = None  # send an in-stream error after this many tokens
     reject: tuple[int, dict] | None = None  # answer (status, body) instead of streaming
     token: str = "test-inference-token"
+    serve_tokenizer: bool = True  # answer GET /v1/tokenizer with the tiny tokenizer (tests/support/tiny_model)
+    context_length: int = 512
+
+
+_TOKENIZER: dict = {}
+
+
+def tokenizer_payload(context_length: int) -> dict:
+    """The tiny tokenizer in the shape `GET /v1/tokenizer` serves (built once per process, ~1 s)."""
+    if "payload" not in _TOKENIZER:
+        from tests.support.tiny_model import build_tokenizer
+
+        tokenizer = build_tokenizer()
+        _TOKENIZER["payload"] = {"model": MODEL, "chat_template": tokenizer.chat_template,
+                                 "special_tokens": tokenizer.special_tokens_map,
+                                 "tokenizer_json": tokenizer.backend_tokenizer.to_str()}
+    return {**_TOKENIZER["payload"], "context_length": context_length}
+
+
+def count_prompt(body: dict, context_length: int) -> int:
+    if "counter" not in _TOKENIZER:
+        from gateway.tokens import PromptCounter
+
+        _TOKENIZER["counter"] = PromptCounter.from_payload(tokenizer_payload(context_length))
+    counter = _TOKENIZER["counter"]
+    return counter.chat_tokens(body["messages"]) if "messages" in body else counter.text_tokens(body["prompt"])
 
 
 class FakeInferenceService:
@@ -46,6 +72,8 @@ class FakeInferenceService:
                                                              code="invalid_service_token"))
         if scope["path"] == "/v1/models":
             return await _json(send, 200, {"object": "list", "data": [protocol.model_card(MODEL, 0)]})
+        if scope["path"] == "/v1/tokenizer" and self.script.serve_tokenizer:
+            return await _json(send, 200, tokenizer_payload(self.script.context_length))
         body = b""
         while True:
             message = await receive()
@@ -57,10 +85,15 @@ class FakeInferenceService:
         if self.script.reject:
             status, payload = self.script.reject
             return await _json(send, status, payload, {"retry-after": "3"} if status in (429, 503) else None)
-        await self._stream(scope["path"] == "/v1/chat/completions", receive, send)
+        await self._stream(scope["path"] == "/v1/chat/completions", receive, send, json.loads(body))
 
-    async def _stream(self, chat: bool, receive, send):
+    async def _stream(self, chat: bool, receive, send, body: dict):
         script = self.script
+        tokens = list(script.tokens)
+        if isinstance(body.get("max_tokens"), int) and len(tokens) > body["max_tokens"]:
+            tokens = tokens[:body["max_tokens"]]  # like the real service: never more than max_tokens
+        prompt_tokens = script.prompt_tokens if script.prompt_tokens is not None else count_prompt(
+            body, script.context_length)
         disconnect = asyncio.ensure_future(_wait_disconnect(receive))
         await send({"type": "http.response.start", "status": 200,
                     "headers": [(b"content-type", b"text/event-stream")]})
@@ -74,9 +107,9 @@ class FakeInferenceService:
             return b"data: " + json.dumps(payload).encode() + b"\n\n"
 
         try:
-            await send({"type": "http.response.body", "body": chunk("", tokens=0, prompt_tokens=script.prompt_tokens),
+            await send({"type": "http.response.body", "body": chunk("", tokens=0, prompt_tokens=prompt_tokens),
                         "more_body": True})
-            for index, text in enumerate(script.tokens):
+            for index, text in enumerate(tokens):
                 if script.token_delay:
                     await asyncio.wait([disconnect], timeout=script.token_delay)
                 if disconnect.done():
@@ -88,9 +121,10 @@ class FakeInferenceService:
                     error = protocol.error_body("engine exploded", type_="server_error", code="engine_error")
                     body = b"data: " + json.dumps(error).encode() + b"\n\n"
                     return await send({"type": "http.response.body", "body": body, "more_body": False})
-                last = index == len(script.tokens) - 1
+                last = index == len(tokens) - 1
+                finish = "length" if len(tokens) < len(script.tokens) else script.finish_reason
                 await send({"type": "http.response.body", "more_body": True,
-                            "body": chunk(text, script.finish_reason if last else None, tokens=1)})
+                            "body": chunk(text, finish if last else None, tokens=1)})
             await send({"type": "http.response.body", "body": b"data: [DONE]\n\n", "more_body": False})
             with self._lock:
                 self.completed += 1

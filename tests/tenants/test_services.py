@@ -7,7 +7,7 @@ import pytest
 from django.core.exceptions import ValidationError
 from django.db.models import ProtectedError
 
-from tenants import keys, selectors, services
+from tenants import authcache, keys, selectors, services
 from tenants.models import ALL_SCOPES, ApiKey, Plan, Tenant
 
 pytestmark = pytest.mark.django_db
@@ -136,6 +136,15 @@ def test_touch_last_used_writes_at_most_once_per_interval(issued, clock, setting
     clock.advance(seconds=200)  # a new interval: one write again
     assert services.apikey_touch_last_used(api_key_id=key_id) is True
     assert ApiKey.objects.get(pk=key_id).last_used_at == clock.now
+
+
+def test_touch_last_used_guard_holds_across_worker_processes(issued, clock, monkeypatch,
+                                                             django_assert_num_queries):
+    assert services.apikey_touch_last_used(api_key_id=issued.api_key.pk) is True
+    monkeypatch.setattr(authcache, "_tried_guards", {})  # another worker: no local memo, same cache
+    clock.advance(seconds=1)
+    with django_assert_num_queries(0):
+        assert services.apikey_touch_last_used(api_key_id=issued.api_key.pk) is False
 
 
 def test_touch_last_used_update_is_conditional(issued, clock, settings, django_assert_num_queries):

@@ -1,0 +1,104 @@
+"""Who is admitted next and who is preempted first: weighted VTC (fair share) or FCFS.
+
+Weighted Virtual Token Counter (Sheng et al., "Fairness in Serving Large Language Models",
+OSDI 2024). Every tenant t has a counter c_t of the service it received, normalised by its
+weight: admitting a request adds w_in * prompt_tokens / weight_t, every generated token adds
+w_out / weight_t. Requests wait in per-tenant FIFO queues; a tenant is *backlogged* while its
+queue is non-empty. Admission always takes the head request of the backlogged tenant with the
+smallest counter (ties: earliest arrival). When a tenant becomes backlogged its counter is
+lifted to at least the smallest counter among the other backlogged tenants (or, if none, of
+the tenants with running requests; if the engine is idle, to the largest counter), so time
+spent idle is never banked as credit to be spent later at others' expense.
+
+Guarantee (the paper's Theorem 4.3, weighted form): for any two tenants f, g backlogged
+throughout an interval, |W_f/weight_f - W_g/weight_g| <= 2 * max(w_in * L_in, w_out * M), where
+W is the weighted service (w_in * prompt + w_out * generated tokens) they received in the
+interval, L_in the longest prompt and M the most tokens one batch can hold (the KV budget).
+The bound does not grow with time, so over long intervals service converges to the weight
+ratio; it holds while the engine keeps the batch full (work-conserving).
+
+Preemption (the KV cache ran out mid-generation): VTC takes from the tenant with the largest
+counter, latest-arrived request first; FCFS takes the latest-arrived request. Preempted
+requests return to the front of their tenant's queue and are not charged for the prompt again.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+from .sequence import Sequence
+
+
+class FairnessPolicy:
+    """Base: keeps per-tenant weighted service counters (reported by both policies)."""
+
+    name = "base"
+
+    def __init__(self, w_in: float = 1.0, w_out: float = 2.0):
+        self.w_in = w_in
+        self.w_out = w_out
+        self.counters: dict[str, float] = {}
+        self.weights: dict[str, float] = {}
+
+    def set_weight(self, tenant: str, weight: float) -> None:
+        self.weights[tenant] = weight
+        self.counters.setdefault(tenant, 0.0)
+
+    def charge_prompt(self, seq: Sequence) -> None:
+        self._charge(seq.tenant_id, self.w_in * seq.num_prompt_tokens)
+
+    def charge_output(self, seq: Sequence, num_tokens: int = 1) -> None:
+        self._charge(seq.tenant_id, self.w_out * num_tokens)
+
+    def _charge(self, tenant: str, cost: float) -> None:
+        self.counters[tenant] = self.counters.get(tenant, 0.0) + cost / self.weights.get(tenant, 1.0)
+
+    def on_backlogged(self, tenant: str, backlogged: Iterable[str], running: Iterable[str]) -> None:
+        """tenant's queue just became non-empty; backlogged/running list the *other* tenants."""
+
+    def pick_tenant(self, heads: Mapping[str, Sequence]) -> str:
+        raise NotImplementedError
+
+    def pick_victim(self, running: list[Sequence]) -> Sequence:
+        raise NotImplementedError
+
+
+class FCFSPolicy(FairnessPolicy):
+    """First come, first served across all tenants (the baseline VTC is measured against)."""
+
+    name = "fcfs"
+
+    def pick_tenant(self, heads: Mapping[str, Sequence]) -> str:
+        return min(heads, key=lambda t: (heads[t].arrival, heads[t].seq_id))
+
+    def pick_victim(self, running: list[Sequence]) -> Sequence:
+        return max(running, key=lambda s: (s.arrival, s.seq_id))
+
+
+class VTCPolicy(FairnessPolicy):
+    name = "vtc"
+
+    def on_backlogged(self, tenant: str, backlogged: Iterable[str], running: Iterable[str]) -> None:
+        others = [self.counters[t] for t in backlogged if t != tenant]
+        if not others:
+            others = [self.counters[t] for t in running if t != tenant]
+        if others:
+            floor = min(others)
+        else:  # engine idle: nobody is owed anything, everyone restarts level
+            floor = max(self.counters.values(), default=0.0)
+        self.counters[tenant] = max(self.counters.get(tenant, 0.0), floor)
+
+    def pick_tenant(self, heads: Mapping[str, Sequence]) -> str:
+        return min(heads, key=lambda t: (self.counters[t], heads[t].arrival, heads[t].seq_id))
+
+    def pick_victim(self, running: list[Sequence]) -> Sequence:
+        return max(running, key=lambda s: (self.counters[s.tenant_id], s.arrival, s.seq_id))
+
+
+POLICIES = {"vtc": VTCPolicy, "fcfs": FCFSPolicy}
+
+
+def make_policy(name: str, w_in: float = 1.0, w_out: float = 2.0) -> FairnessPolicy:
+    try:
+        return POLICIES[name](w_in, w_out)
+    except KeyError:
+        raise ValueError(f"unknown scheduling policy {name!r}; choose from {sorted(POLICIES)}") from None

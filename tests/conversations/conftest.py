@@ -1,0 +1,88 @@
+"""Fixtures: a fresh KEK ring and key cache per test, two tenants with keys, API clients, a FAKE upstream."""
+
+from __future__ import annotations
+
+import copy
+import uuid
+from dataclasses import dataclass
+
+import pytest
+from rest_framework.test import APIClient
+
+from conversations import crypto, keystore
+from gateway import upstream
+from tests.support.fake_inference import FakeInferenceService, FakeScript
+from tests.support.servers import serve_in_thread
+
+MARKER = "PLAINTEXT-MARKER-9f2c41"  # planted in every piece of content; must never appear at rest
+
+
+@pytest.fixture(autouse=True)
+def _isolation(settings):
+    """A fresh cache namespace (never flush a shared Redis), a fresh KEK and an empty DEK cache."""
+    caches = copy.deepcopy(settings.CACHES)
+    prefix = f"test-{uuid.uuid4().hex}"
+    caches["default"]["KEY_PREFIX"] = prefix
+    if caches["default"]["BACKEND"].endswith("LocMemCache"):
+        caches["default"]["LOCATION"] = prefix
+    settings.CACHES = caches
+    settings.FAIRWAY_KEKS = crypto.kek_generate_line("t1")
+    keystore.cache_evict()
+    yield
+    keystore.cache_evict()
+
+
+@dataclass
+class Party:
+    tenant: object
+    key: str  # API key plaintext
+
+    @property
+    def client(self) -> APIClient:
+        client = APIClient()
+        client.credentials(HTTP_AUTHORIZATION=f"Bearer {self.key}")
+        return client
+
+
+def _party(slug: str, plan, scopes=None) -> Party:
+    from tenants import services
+
+    tenant = services.tenant_create(name=slug.title(), slug=slug, plan=plan)
+    return Party(tenant=tenant, key=services.apikey_create(tenant=tenant, name="t", scopes=scopes).plaintext)
+
+
+@pytest.fixture
+def plan(transactional_db):
+    from tenants import services
+
+    return services.plan_create(name="conv", max_tokens_per_request=256, rpm=10_000, tpm=10_000_000)
+
+
+@pytest.fixture
+def alice(plan) -> Party:
+    return _party("alice", plan)
+
+
+@pytest.fixture
+def bob(plan) -> Party:
+    return _party("bob", plan)
+
+
+@pytest.fixture
+def fake_upstream(settings):
+    """The FAKE inference service (scripted tokens, tiny tokenizer, context 512) on a real socket."""
+    service = FakeInferenceService(FakeScript(tokens=["Hello", " ", MARKER, "!"]))
+    with serve_in_thread(service) as url:
+        settings.FAIRWAY_INFERENCE_URL = url
+        settings.FAIRWAY_INFERENCE_TOKEN = service.script.token
+        upstream._models_cache.clear()
+        yield service
+    upstream._models_cache.clear()
+
+
+@pytest.fixture
+def gateway_url(transactional_db):
+    from config.asgi import application
+
+    with serve_in_thread(application) as url:
+        yield url
