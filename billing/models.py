@@ -26,7 +26,7 @@ class UsageRecord(models.Model):
         ERROR = "error", "Error"  # failed; billed only for what was delivered
         REJECTED = "rejected", "Rejected"  # refused by a limit before forwarding; never billed
 
-    request_id = models.CharField(max_length=64, unique=True)
+    request_id = models.CharField(max_length=64, primary_key=True)  # the gateway's x-request-id
     tenant = models.ForeignKey("tenants.Tenant", on_delete=models.PROTECT, related_name="usage_records")
     api_key = models.ForeignKey("tenants.ApiKey", on_delete=models.SET_NULL, null=True, blank=True,
                                 related_name="usage_records")

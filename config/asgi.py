@@ -9,4 +9,9 @@ django_asgi_app = get_asgi_application()
 
 from channels.routing import ProtocolTypeRouter  # noqa: E402  (after Django setup)
 
-application = ProtocolTypeRouter({"http": django_asgi_app})
+from dashboard.routing import websocket_application  # noqa: E402
+from dashboard.static_files import StaticFilesApp  # noqa: E402
+
+# Static files (admin + dashboard assets) are served by the gateway itself in every deployment;
+# every other path goes straight to Django (see dashboard/static_files.py for why not WhiteNoise).
+application = ProtocolTypeRouter({"http": StaticFilesApp(django_asgi_app), "websocket": websocket_application})

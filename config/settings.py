@@ -229,3 +229,59 @@ FAIRWAY_CONVERSATION_LOCK_SECONDS = env_int("FAIRWAY_CONVERSATION_LOCK_SECONDS",
 FAIRWAY_CONVERSATION_MAX_MESSAGE_CHARS = env_int("FAIRWAY_CONVERSATION_MAX_MESSAGE_CHARS", 32_768)
 # Tokens kept free for the reply when a request with `conversation` gives no max_tokens.
 FAIRWAY_CONVERSATION_REPLY_RESERVE = env_int("FAIRWAY_CONVERSATION_REPLY_RESERVE", 256)
+
+# --- Inference replicas (README "Scaling out") ---------------------------------------------------
+# Static replica list (comma-separated URLs); empty = the single FAIRWAY_INFERENCE_URL.
+FAIRWAY_INFERENCE_URLS = env_list("FAIRWAY_INFERENCE_URLS")
+# Redis registry replicas heartbeat into and gateways read (opt-in: unset = static list only).
+FAIRWAY_REPLICA_REGISTRY_URL = os.environ.get("FAIRWAY_REPLICA_REGISTRY_URL", "")
+# The URL this inference replica advertises in the registry (default http://<host>:<port>).
+FAIRWAY_REPLICA_ADVERTISE_URL = os.environ.get("FAIRWAY_REPLICA_ADVERTISE_URL", "")
+FAIRWAY_REPLICA_REFRESH_SECONDS = float(os.environ.get("FAIRWAY_REPLICA_REFRESH_SECONDS", "1"))
+FAIRWAY_REPLICA_DOWN_SECONDS = float(os.environ.get("FAIRWAY_REPLICA_DOWN_SECONDS", "5"))
+# Seconds a stopping process (gateway or replica) lets open streams finish.
+FAIRWAY_SHUTDOWN_GRACE_SECONDS = env_int("FAIRWAY_SHUTDOWN_GRACE_SECONDS", 30)
+
+# --- Dashboard ---------------------------------------------------------------------------------
+# Operator dashboard (dashboard/), audit log (audit/), admin login hardening. The default admin site
+# becomes dashboard's FairwayAdminSite (login lockout + audited logins): Django's documented way to
+# override it is to replace the admin app entry with an AdminConfig naming the site class.
+INSTALLED_APPS[INSTALLED_APPS.index("django.contrib.admin")] = "dashboard.apps.FairwayAdminConfig"
+INSTALLED_APPS += ["audit", "dashboard"]
+LOGIN_URL = "admin:login"
+# Failed admin logins per (username, client address) before that pair is locked out for the window;
+# a per-address ceiling also stops spraying many usernames from one address. Cache-based (Redis in prod).
+FAIRWAY_LOGIN_FAILURE_LIMIT = env_int("FAIRWAY_LOGIN_FAILURE_LIMIT", 5)
+FAIRWAY_LOGIN_ADDRESS_FAILURE_LIMIT = env_int("FAIRWAY_LOGIN_ADDRESS_FAILURE_LIMIT", 50)
+FAIRWAY_LOGIN_LOCKOUT_SECONDS = env_int("FAIRWAY_LOGIN_LOCKOUT_SECONDS", 900)
+# Only behind a proxy that sets X-Forwarded-For itself; otherwise clients could forge their address.
+FAIRWAY_TRUST_X_FORWARDED_FOR = env_bool("FAIRWAY_TRUST_X_FORWARDED_FOR", False)
+# Live page: how often the inference service's /health is polled and pushed to open dashboards.
+FAIRWAY_DASHBOARD_LIVE_INTERVAL = float(os.environ.get("FAIRWAY_DASHBOARD_LIVE_INTERVAL", "1.0"))
+# Operator sessions: HttpOnly cookies (no script reads them), 8 h lifetime, Secure with FAIRWAY_SECURE_COOKIES.
+SESSION_COOKIE_HTTPONLY = True
+CSRF_COOKIE_HTTPONLY = True  # forms carry the token; no script needs the cookie
+SESSION_COOKIE_AGE = env_int("FAIRWAY_SESSION_SECONDS", 8 * 3600)
+CSRF_TRUSTED_ORIGINS = env_list("FAIRWAY_CSRF_TRUSTED_ORIGINS")  # e.g. https://fairway.example.com
+X_FRAME_OPTIONS = "DENY"
+
+# --- Quotas & billing --------------------------------------------------------------------------
+# Limits per plan (overridable per tenant): requests/min per tenant and key (django-ratelimit on the
+# cache), tokens/min, monthly token budget and concurrent requests (a quota backend). See
+# gateway/quotas/ and billing/ (README "Quotas, usage and billing").
+INSTALLED_APPS += ["gateway.quotas"]
+# "redis" (default when REDIS_URL is set) or "database" (the embedded default), or a dotted class path.
+FAIRWAY_QUOTA_BACKEND = os.environ.get("FAIRWAY_QUOTA_BACKEND", "redis" if REDIS_URL else "database")
+FAIRWAY_QUOTA_REDIS_URL = os.environ.get("FAIRWAY_QUOTA_REDIS_URL", REDIS_URL)
+# A request's hold (tokens + concurrency slot) lapses this long after its gateway stops renewing it.
+FAIRWAY_QUOTA_LEASE_SECONDS = env_int("FAIRWAY_QUOTA_LEASE_SECONDS", 60)
+FAIRWAY_QUOTA_RENEW_SECONDS = float(os.environ.get("FAIRWAY_QUOTA_RENEW_SECONDS", "20"))
+# Idempotency-Key: results kept this long; a retry waits this long for a first attempt still running.
+FAIRWAY_IDEMPOTENCY_TTL_SECONDS = env_int("FAIRWAY_IDEMPOTENCY_TTL_SECONDS", 24 * 3600)
+FAIRWAY_IDEMPOTENCY_WAIT_SECONDS = float(os.environ.get("FAIRWAY_IDEMPOTENCY_WAIT_SECONDS", "30"))
+FAIRWAY_BILLING_CURRENCY = os.environ.get("FAIRWAY_BILLING_CURRENCY", "USD")
+FAIRWAY_USAGE_MAX_DAYS = env_int("FAIRWAY_USAGE_MAX_DAYS", 366)  # widest /v1/usage date range
+RATELIMIT_USE_CACHE = "default"
+RATELIMIT_CACHE_PREFIX = "fw:rl:"
+if REDIS_URL:  # one pool per process instead of one connection per request (see gateway/quotas/cache.py)
+    CACHES["default"]["BACKEND"] = "gateway.quotas.cache.PooledRedisCache"

@@ -11,5 +11,6 @@ urlpatterns = [
     path("v1/", include("conversations.urls")),
     path("v1/", include("gateway.urls")),
     path("admin/", admin.site.urls),
+    path("dashboard/", include("dashboard.urls")),
     path("health", health),
 ]

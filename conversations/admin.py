@@ -89,5 +89,6 @@ class TenantEncryptionAdmin(ReadOnlyAdmin):
                 "action_checkbox_name": admin.helpers.ACTION_CHECKBOX_NAME, "opts": self.model._meta})
         for tenant in list(queryset):
             result = lifecycle.tenant_shred(tenant=tenant)
+            kept = "" if result.tenant_deleted else "; tenant kept for billing records, suspended"
             self.message_user(request, f"{tenant.slug}: shredded ({result.data_keys} keys destroyed, "
-                                       f"{result.conversations} conversations deleted).", messages.SUCCESS)
+                                       f"{result.conversations} conversations deleted{kept}).", messages.SUCCESS)

@@ -18,7 +18,7 @@ def message_seal(key: ActiveKey, *, conversation_id: UUID, message_id: UUID, rol
     return crypto.seal(key.cipher, content.encode(), aad)
 
 
-def message_open(key: ActiveKey, *, tenant_id: UUID, conversation_id: UUID, message_id: UUID, role: str,
+def message_open(key: ActiveKey, *, tenant_id: UUID, conversation_id: UUID, message_id: UUID | bytes, role: str,
                  seq: int, blob: bytes) -> str:
     # tenant_id is the caller's expectation (not the key's): a DEK of another tenant can never match.
     aad = crypto.aad_message(tenant_id=tenant_id, conversation_id=conversation_id, message_id=message_id,

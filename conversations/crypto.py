@@ -102,9 +102,11 @@ def aad_dek(*, tenant_id: UUID, version: int, kek_id: str) -> bytes:
     return b"fairway.dek.v1\x00" + tenant_id.bytes + struct.pack(">I", version) + kek_id.encode()
 
 
-def aad_message(*, tenant_id: UUID, conversation_id: UUID, message_id: UUID, version: int, role: str,
+def aad_message(*, tenant_id: UUID, conversation_id: UUID, message_id: UUID | bytes, version: int, role: str,
                 seq: int) -> bytes:
-    return (b"fairway.msg.v1\x00" + tenant_id.bytes + conversation_id.bytes + message_id.bytes
+    # message_id may arrive as its 16 raw bytes: the history hot path skips building UUID objects.
+    raw_id = message_id if isinstance(message_id, bytes) else message_id.bytes
+    return (b"fairway.msg.v1\x00" + tenant_id.bytes + conversation_id.bytes + raw_id
             + struct.pack(">IQ", version, seq) + role.encode())
 
 

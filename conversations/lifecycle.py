@@ -15,7 +15,7 @@ from uuid import UUID
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import RestrictedError
+from django.db.models import ProtectedError, RestrictedError
 
 from . import codec, keystore
 from .models import Conversation, DataKey, Message
@@ -115,6 +115,7 @@ class ShredResult:
     data_keys: int
     conversations: int
     messages: int
+    tenant_deleted: bool = False
 
 
 def tenant_conversations_shred(*, tenant_id: UUID) -> ShredResult:
@@ -130,15 +131,25 @@ def tenant_conversations_shred(*, tenant_id: UUID) -> ShredResult:
 
 
 def tenant_shred(*, tenant) -> ShredResult:
-    """Delete a tenant for good: crypto-shred its conversations, then the tenant and its API keys."""
+    """Delete a tenant: crypto-shred its conversations first (always, in its own transaction), then
+    delete the tenant and its API keys. Billing records PROTECT a tenant that has usage (they must be
+    kept); such a tenant is suspended with every key revoked instead, its conversations still gone."""
     from tenants import selectors as tenant_selectors
     from tenants import services as tenant_services
 
     tenant_id, key_ids = tenant.pk, tenant_selectors.apikey_key_ids_for_tenant(tenant=tenant)
-    with transaction.atomic():
-        result = tenant_conversations_shred(tenant_id=tenant_id)
-        tenant.delete()  # (sets tenant.pk to None)
+    result = tenant_conversations_shred(tenant_id=tenant_id)
+    try:
+        with transaction.atomic():
+            tenant.delete()  # (sets tenant.pk to None)
+    except ProtectedError:
+        tenant_services.tenant_suspend(tenant=tenant)
+        for api_key in tenant_selectors.apikey_list_for_tenant(tenant=tenant).filter(revoked_at__isnull=True):
+            tenant_services.apikey_revoke(api_key=api_key)
+        logger.info("tenant crypto-shredded, kept for its billing records (suspended, keys revoked): %s",
+                    tenant.slug)
+        return result
     tenant_services.auth_cache_invalidate(key_ids=key_ids)
-    keystore.cache_evict(tenant_id=tenant_id)
     logger.info("tenant deleted (crypto-shredded): %s", tenant.slug)
-    return result
+    return ShredResult(data_keys=result.data_keys, conversations=result.conversations, messages=result.messages,
+                       tenant_deleted=True)

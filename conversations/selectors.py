@@ -10,7 +10,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from uuid import UUID
 
-from django.db.models import Q
+from django.db.models import CharField, Q
+from django.db.models.functions import Cast
 
 from . import codec, errors
 from .keystore import datakey_get
@@ -64,6 +65,15 @@ def conversation_get(*, tenant_id: UUID, conversation_id: UUID) -> ConversationV
     return conversation_open(row=_row(tenant_id=tenant_id, conversation_id=conversation_id))
 
 
+def conversation_system_prompt(*, tenant_id: UUID, conversation_id: UUID) -> str | None:
+    """Only what a turn needs from the conversation row (one narrow query, one decryption)."""
+    row = Conversation.objects.filter(pk=conversation_id, tenant_id=tenant_id).values_list("dek_id", "system_ct").first()
+    if row is None:
+        raise errors.not_found(conversation_id, param="conversation")
+    return codec.field_open(datakey_get(dek_id=row[0]), tenant_id=tenant_id, conversation_id=conversation_id,
+                            name=codec.SYSTEM, blob=row[1])
+
+
 def conversation_list(*, tenant_id: UUID, limit: int = 20, after: UUID | None = None) -> Page:
     """Newest first; `after` is the id of the last conversation of the previous page."""
     rows = Conversation.objects.filter(tenant_id=tenant_id).order_by("-created_at", "-id")
@@ -102,18 +112,28 @@ def message_list(*, tenant_id: UUID, conversation_id: UUID, limit: int = 20, aft
     return Page(items=[_message_open(tenant_id, values) for values in page[:limit]], has_more=len(page) > limit)
 
 
-def message_history_batches(*, tenant_id: UUID, conversation_id: UUID, batch_size: int = 128
+def message_history_batches(*, tenant_id: UUID, conversation_id: UUID, batch_size: int = 256
                             ) -> Iterator[list[dict]]:
-    """Decrypted history, newest first, in batches: prompt building stops reading once the context is full."""
-    rows = Message.objects.filter(conversation_id=conversation_id, tenant_id=tenant_id).order_by("-seq")
+    """Decrypted history, newest first, in batches: prompt building stops reading once the context is full.
+
+    The hot path of every `conversation` turn: only the columns decryption needs, one key lookup per
+    DEK version per batch.
+    """
+    # The id as text (32 hex on SQLite, dashed on PostgreSQL): 16 raw bytes for the AAD, no UUID objects.
+    rows = (Message.objects.filter(conversation_id=conversation_id, tenant_id=tenant_id).order_by("-seq")
+            .annotate(raw_id=Cast("id", CharField())))
     before = None
     while True:
         page = rows if before is None else rows.filter(seq__lt=before)
-        values = list(page.values_list(*_MESSAGE_FIELDS)[:batch_size])
+        values = list(page.values_list("raw_id", "dek_id", "seq", "role", "body_ct")[:batch_size])
         if not values:
             return
-        yield [{"role": view.role, "content": view.content} for view in
-               (_message_open(tenant_id, v) for v in values)]
+        keys = {dek_id: datakey_get(dek_id=dek_id) for dek_id in {v[1] for v in values}}
+        yield [{"role": role, "content": codec.message_open(keys[dek_id], tenant_id=tenant_id,
+                                                            conversation_id=conversation_id,
+                                                            message_id=bytes.fromhex(raw_id.replace("-", "")),
+                                                            role=role, seq=seq, blob=blob)}
+               for raw_id, dek_id, seq, role, blob in values]
         if len(values) < batch_size:
             return
-        before = values[-1][3]
+        before = values[-1][2]

@@ -58,7 +58,10 @@ def keys_check_on_start() -> None:
     except crypto.KeyConfigError as exc:
         raise ImproperlyConfigured(f"Conversation encryption: {exc}") from None
     if not _under_pytest():
-        stored_keys_check(ring=ring)
+        try:
+            stored_keys_check(ring=ring)
+        finally:
+            connection.close()  # do not keep the startup thread's connection open
 
 
 def _database_reachable() -> bool:
@@ -72,7 +75,6 @@ def stored_keys_check(*, ring: crypto.KeyRing) -> None:
     """Every KEK that wraps a stored DEK is configured and unwraps it (one DEK tried per KEK id)."""
     if not _database_reachable():
         return
-    from .keystore import _unwrap_raw
     from .models import DataKey
 
     try:
@@ -87,13 +89,13 @@ def stored_keys_check(*, ring: crypto.KeyRing) -> None:
                     f"(ids: {', '.join(ring.ids)}) does not contain. Add the old KEK back (after the primary) "
                     "and run `manage.py kek_rewrap` before removing it.")
             for kek_id, pk in usage.items():
+                row = DataKey.objects.get(pk=pk)
                 try:
-                    _unwrap_raw(DataKey.objects.get(pk=pk))
+                    crypto.dek_unwrap(kek=ring.get(kek_id), wrapped=row.wrapped_key, tenant_id=row.tenant_id,
+                                      version=row.version)
                 except crypto.DecryptionError:
                     raise ImproperlyConfigured(
                         f"FAIRWAY_KEKS entry '{kek_id}' cannot unwrap the tenant data keys stored under that id: "
                         "wrong key material for this id.") from None
     except DatabaseError:
         logger.debug("conversation key check skipped: database not ready (not migrated yet?)")
-    finally:
-        connection.close()  # do not keep the startup thread's connection open

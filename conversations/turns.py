@@ -69,7 +69,7 @@ def _begin(*, tenant_id: UUID, conversation_id: UUID, new: list[dict], counter, 
     """One thread hop: lock, read the system prompt, stream-decrypt history, fit; unlock on failure."""
     token = services.conversation_lock(tenant_id=tenant_id, conversation_id=conversation_id)
     try:
-        system_prompt = selectors.conversation_get(tenant_id=tenant_id, conversation_id=conversation_id).system_prompt
+        system_prompt = selectors.conversation_system_prompt(tenant_id=tenant_id, conversation_id=conversation_id)
         system = [{"role": "system", "content": system_prompt}] if system_prompt else []
         batches = selectors.message_history_batches(tenant_id=tenant_id, conversation_id=conversation_id)
         fitted = prompt.history_fit(counter=counter, system=system, history_batches=batches, new=new, budget=budget)

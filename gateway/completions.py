@@ -41,7 +41,7 @@ class Outcome:
 
 
 class CompletionRun:
-    def __init__(self, *, principal, request: ChatRequest | CompletionRequest, request_id: str):
+    def __init__(self, *, principal, request: ChatRequest | CompletionRequest, request_id: str, admission=None):
         self.principal = principal
         self.request = request
         self.chat = isinstance(request, ChatRequest)
@@ -51,6 +51,9 @@ class CompletionRun:
         self.outcome = Outcome()
         self._started = time.monotonic()
         self._upstream = None
+        self.admission = admission  # quotas/metering (gateway/quotas/admission.py); None: unmetered
+        if admission is not None:
+            admission.outcome = self.outcome  # lease renewals checkpoint the tokens delivered so far
 
     def upstream_payload(self) -> dict:
         params = self.request.params
@@ -94,13 +97,19 @@ class CompletionRun:
                     yield sse_event(self._chunk(delta={}, text="", finish_reason=event.finish_reason))
                     self._delivered(pending_tokens)
                     pending_tokens = 0
+            self.outcome.status = "ok"
+            failed = await self._acknowledge()
+            if failed is not None:
+                self.outcome.status = "error"
+                yield sse_event(failed.body())
+                return
             if self.request.include_usage:
                 yield sse_event(protocol.usage_chunk(self.completion_id, self.created, self.request.model,
                                                      chat=self.chat, usage_=self._usage()))
             yield DONE
-            self.outcome.status = "ok"
         except upstream.UpstreamStreamError as exc:
             self.outcome.status = "error"
+            await self._acknowledge()
             yield sse_event(exc.body())
         finally:
             await self._close(None if self.outcome.status in ("ok", "error") else asyncio.CancelledError())
@@ -121,6 +130,11 @@ class CompletionRun:
         self._delivered(tokens)
         self.outcome.delivered_text = texts
         self.outcome.status = "ok"
+        failed = await self._acknowledge()
+        if failed is not None:  # nothing reached the client: bill nothing
+            self.outcome.status, self.outcome.completion_tokens = "error", 0
+            await self._close(None)
+            raise failed
         await self._close(None)
         build = protocol.chat_completion if self.chat else protocol.text_completion
         return build(self.completion_id, self.created, self.request.model, text="".join(texts),
@@ -157,8 +171,24 @@ class CompletionRun:
             self.outcome.duration_s = time.monotonic() - self._started
             self.finished(self.outcome)
 
+    async def _acknowledge(self) -> ApiError | None:
+        """Make billing durable before the client's final bytes (the end of a stream, or the whole body)."""
+        if self.admission is None:
+            return None
+        from .idempotency import result_for_replay
+
+        ok = self.outcome.status == "ok"
+        result = result_for_replay(run=self) if ok and self.admission.wants_result else None
+        try:
+            await self.admission.settle(self.outcome, result=result)
+        except ApiError as exc:
+            return exc
+        return None
+
     def finished(self, outcome: Outcome) -> None:
-        """Hook for metering (billing settles on this); logs counts only, never content."""
+        """Called once at the end: metering settles here if `_acknowledge` did not; logs counts, never content."""
+        if self.admission is not None:
+            self.admission.finish(outcome)
         logger.info("completion request_id=%s tenant=%s status=%s prompt_tokens=%d completion_tokens=%d "
                     "duration=%.3fs", self.request_id, self.principal.tenant_id, outcome.status,
                     outcome.prompt_tokens, outcome.completion_tokens, outcome.duration_s)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 import weakref
 from dataclasses import dataclass
 
@@ -19,10 +18,10 @@ from django.conf import settings
 from inference import protocol
 
 from .errors import ApiError
+from .replicas import Replica, ReplicaDirectory
 from .sse import aiter_sse_data
 
 UNAVAILABLE_RETRY_AFTER = 5
-MODELS_CACHE_SECONDS = 5.0
 
 
 @dataclass(frozen=True)
@@ -38,7 +37,33 @@ class UpstreamStreamError(ApiError):
 
 
 _clients: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, httpx.AsyncClient]" = weakref.WeakKeyDictionary()
-_models_cache: dict[str, tuple[float, list[dict]]] = {}
+_directories: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, tuple[tuple, ReplicaDirectory]]" = (
+    weakref.WeakKeyDictionary())
+_counters: dict[str, "PromptCounter"] = {}
+
+
+def reset() -> None:
+    """Forget replicas and tokenizers (tests point the gateway at new services)."""
+    _directories.clear()
+    _counters.clear()
+
+
+def _static_urls() -> list[str]:
+    return list(settings.FAIRWAY_INFERENCE_URLS) or [settings.FAIRWAY_INFERENCE_URL]
+
+
+def _directory() -> ReplicaDirectory:
+    """This process's view of the replicas (one per event loop; rebuilt when settings change)."""
+    loop = asyncio.get_running_loop()
+    key = (tuple(_static_urls()), settings.FAIRWAY_REPLICA_REGISTRY_URL, settings.FAIRWAY_INFERENCE_TOKEN)
+    known = _directories.get(loop)
+    if known is None or known[0] != key:
+        directory = ReplicaDirectory(static_urls=list(key[0]), registry_url=key[1], token=key[2],
+                                     refresh_s=settings.FAIRWAY_REPLICA_REFRESH_SECONDS,
+                                     down_s=settings.FAIRWAY_REPLICA_DOWN_SECONDS)
+        known = (key, directory)
+        _directories[loop] = known
+    return known[1]
 
 
 def _client() -> httpx.AsyncClient:
@@ -69,30 +94,59 @@ def unavailable(detail: str) -> ApiError:
 
 
 async def list_models() -> list[dict]:
-    """The model cards the inference service serves (cached briefly per process)."""
-    base = settings.FAIRWAY_INFERENCE_URL
-    cached = _models_cache.get(base)
-    if cached and time.monotonic() - cached[0] < MODELS_CACHE_SECONDS:
-        return cached[1]
-    try:
-        response = await _client().get(f"{base}/v1/models", headers=_headers())
-    except httpx.TransportError as exc:
-        raise unavailable(type(exc).__name__) from exc
-    if response.status_code != 200:
-        raise unavailable(f"HTTP {response.status_code} from /v1/models")
-    models = response.json()["data"]
-    _models_cache[base] = (time.monotonic(), models)
-    return models
+    """Model cards of what the healthy replicas serve now."""
+    served = await _directory().models(_client())
+    if not served and not any(r.healthy for r in _directory().replicas.values()):
+        raise unavailable("no healthy inference replica")
+    return [protocol.model_card(model, replica.started_at) for model, replica in sorted(served.items())]
 
 
 async def stream_generation(*, chat: bool, payload: dict, tenant_id: str, weight: float, request_id: str):
-    """Yield UpstreamEvents; raise ApiError before the first event, UpstreamStreamError after it."""
+    """Yield UpstreamEvents; raise ApiError before the first event, UpstreamStreamError after it.
+
+    A replica that fails before the first event (unreachable, overloaded, draining) is skipped and
+    the request is tried once more on another replica; after the first event there is no retry.
+    """
+    directory, tried = _directory(), set()
+    work = int(payload.get("max_tokens") or 0) + _prompt_estimate(payload)
+    for attempt in (1, 2):
+        replica = await directory.choose(_client(), payload["model"], exclude=tried)
+        if replica is None:
+            if tried:
+                break
+            raise unavailable("no healthy inference replica serves this model")
+        tried.add(replica.url)
+        replica.inflight += work
+        started = False
+        try:
+            async for event in _stream_from(replica, chat, payload, tenant_id, weight, request_id):
+                started = True
+                yield event
+            return
+        except ApiError as exc:
+            if started or exc.status != 503 or isinstance(exc, UpstreamStreamError):
+                raise
+            if exc.code == "service_unavailable":  # unreachable: out until its health answers again
+                directory.mark_failed(replica.url)
+            last_error = exc  # overloaded or draining: try another replica, keep this one in rotation
+        finally:
+            replica.inflight -= work
+    raise last_error
+
+
+def _prompt_estimate(payload: dict) -> int:
+    """Rough prompt size for local load accounting only (≈4 characters per token)."""
+    text = payload.get("prompt") or "".join(m.get("content", "") for m in payload.get("messages", ()))
+    return len(text) // 4
+
+
+async def _stream_from(replica: Replica, chat: bool, payload: dict, tenant_id: str, weight: float, request_id: str):
     path = "/v1/chat/completions" if chat else "/v1/completions"
-    url = settings.FAIRWAY_INFERENCE_URL + path
     headers = _headers(tenant_id=tenant_id, weight=weight, request_id=request_id)
     started = False
     try:
-        async with _client().stream("POST", url, json={**payload, "stream": True}, headers=headers) as response:
+        async with _client().stream("POST", replica.url + path, json={**payload, "stream": True},
+                                    headers=headers) as response:
             if response.status_code != 200:
                 raise _relayed_error(response.status_code, await response.aread(), response.headers)
             async for data in aiter_sse_data(response.aiter_lines()):
@@ -135,22 +189,21 @@ def _relayed_error(status: int, body: bytes, headers) -> ApiError:
                     retry_after=int(retry_after) if retry_after and retry_after.isdigit() else None)
 
 
-_counters: dict[tuple[str, str], "PromptCounter"] = {}
-
-
 async def prompt_counter(model: str):
     """The served model's exact prompt counter, fetched once per process (3 MB of tokenizer JSON)."""
     from .tokens import PromptCounter
 
-    key = (settings.FAIRWAY_INFERENCE_URL, model)
-    counter = _counters.get(key)
+    counter = _counters.get(model)
     if counter is None:
+        replica = await _directory().choose(_client(), model)
+        if replica is None:
+            raise unavailable("no healthy inference replica serves this model")
         try:
-            response = await _client().get(f"{settings.FAIRWAY_INFERENCE_URL}/v1/tokenizer", headers=_headers())
+            response = await _client().get(f"{replica.url}/v1/tokenizer", headers=_headers())
         except httpx.TransportError as exc:
             raise unavailable(type(exc).__name__) from exc
         if response.status_code != 200:
             raise unavailable(f"HTTP {response.status_code} from /v1/tokenizer")
         counter = PromptCounter.from_payload(response.json())
-        _counters[key] = counter
+        _counters[model] = counter
     return counter

@@ -11,15 +11,21 @@ import json
 import logging
 
 from django.conf import settings
-from django.http import HttpResponse, JsonResponse, StreamingHttpResponse
+from django.http import HttpResponse, HttpResponseBase, JsonResponse, StreamingHttpResponse
 from django.views.decorators.csrf import csrf_exempt
+
+from redis.exceptions import RedisError
 
 from conversations import turns
 from tenants.authentication import aauthenticate_request, require_scope
 
 from . import upstream
-from .completions import CompletionRun
+from .completions import CompletionRun, Outcome
 from .errors import ApiError, error_response, to_api_error
+from .idempotency import idempotency_abandon, idempotency_begin
+from .quotas.admission import admission_open, endpoint_of
+from .quotas.headers import ratelimit_headers_apply
+from .quotas.requests import requests_check
 from .sse import SSE_HEADERS
 from .validation import parse_json_body, validate_chat, validate_completion
 
@@ -36,14 +42,19 @@ def openai_endpoint(*methods: str):
             try:
                 if request.method not in methods:
                     raise ApiError(405, f"Method {request.method} is not allowed here.", code="method_not_allowed")
-                return await view(request, *args, **kwargs)
+                response = await view(request, *args, **kwargs)
             except Exception as exc:  # noqa: BLE001 — every failure must leave in OpenAI's shape
                 error = to_api_error(exc)
+                if error is None and isinstance(exc, RedisError):  # cache/limits store down: fail closed
+                    logger.error("redis unreachable in %s: %s", view.__name__, type(exc).__name__)
+                    error = ApiError(503, "A backing service is unreachable; please retry shortly.",
+                                     code="service_unavailable", retry_after=5)
                 if error is None:
                     logger.exception("unhandled error in %s", view.__name__)
                     error = ApiError(500, "The server had an error while processing your request.",
                                      code="internal_error")
-                return error_response(error)
+                response = error_response(error)
+            return await ratelimit_headers_apply(request=request, response=response)  # x-ratelimit-* on all
 
         return wrapper
 
@@ -80,14 +91,26 @@ async def completions(request):
 async def _complete(request, validate):
     principal = await aauthenticate_request(request)
     require_scope(principal, "inference")
+    await requests_check(request=request, principal=principal)  # requests per minute (429)
     body = _body(request)
     parsed = validate(body, max_tokens_limit=principal.plan.max_tokens_per_request)
     if parsed.model not in {card["id"] for card in await upstream.list_models()}:
         raise _model_not_found(parsed.model)
-    # Stored history (`conversation` field): lock the conversation, forward history + new messages.
-    turn = await turns.turn_prepare(principal=principal, body=body, request=parsed)
-    parsed = turn.request if turn else parsed
-    run = CompletionRun(principal=principal, request=parsed, request_id=request.request_id)
+    claim = await idempotency_begin(request=request, principal=principal, body=body, endpoint=endpoint_of(parsed))
+    if isinstance(claim, HttpResponseBase):
+        return claim  # replay of the first attempt's result: not run, not billed
+    turn = None
+    try:
+        # Stored history (`conversation` field): lock the conversation, forward history + new messages.
+        turn = await turns.turn_prepare(principal=principal, body=body, request=parsed)
+        parsed = turn.request if turn else parsed
+        # Tokens, budget and concurrency: reserve, and open the usage record, before forwarding (429/503).
+        admission = await admission_open(request=request, principal=principal, parsed=parsed, claim=claim)
+    except BaseException:
+        idempotency_abandon(request=request, principal=principal, claim=claim)
+        await turns.turn_finish(turn=turn, outcome=Outcome())  # stores nothing, releases the lock
+        raise
+    run = CompletionRun(principal=principal, request=parsed, request_id=request.request_id, admission=admission)
     try:
         await run.open()
     except BaseException:

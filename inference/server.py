@@ -16,7 +16,7 @@ import uuid
 from dataclasses import dataclass, field
 
 from . import protocol
-from .engine.errors import EngineOverloaded, EngineStopped, TenantQueueFull
+from .engine.errors import EngineOverloaded, EngineStopped, InvalidRequest, TenantQueueFull
 from .engine.sequence import GenerationRequest
 from .requests import BadRequest, ParsedRequest, parse_generation_request
 
@@ -34,6 +34,15 @@ class ServiceState:
     token: str
     started_at: int = field(default_factory=lambda: int(time.time()))
     metrics: object | None = None  # inference.metrics.EngineMetrics
+    # Work admitted and not finished (prompt + max_tokens of each open request): the load figure the
+    # gateway routes by, published in /health and the replica heartbeat.
+    outstanding_tokens: int = 0
+    open_requests: int = 0
+    draining: bool = False
+
+    def load(self) -> dict:
+        return {"outstanding_tokens": self.outstanding_tokens, "open_requests": self.open_requests,
+                "draining": self.draining}
 
 
 class InferenceApp:
@@ -98,8 +107,10 @@ class InferenceApp:
 
     def _health(self) -> dict:
         stats = self.state.engine.stats()
-        return {"status": "ok", "model": self.state.model_name, "device": self.state.device,
-                "context_length": self.state.context_length, "engine": stats}
+        status = "draining" if self.state.draining else ("ok" if stats.get("alive", True) else "down")
+        return {"status": status, "model": self.state.model_name, "device": self.state.device,
+                "context_length": self.state.context_length, "started_at": self.state.started_at,
+                "load": self.state.load(), "engine": stats}
 
     async def _generate(self, chat: bool, body: bytes, headers: dict, receive, send):
         parsed = parse_generation_request(body, chat=chat, headers=headers, served_model=self.state.model_name)
@@ -108,8 +119,13 @@ class InferenceApp:
         params = parsed.sampling_for_prompt(len(prompt_ids), self.state.context_length)
         request = GenerationRequest(request_id=parsed.request_id, tenant_id=parsed.tenant_id,
                                     weight=parsed.weight, prompt_token_ids=prompt_ids, params=params)
+        if self.state.draining:
+            raise BadRequest(503, "This inference replica is shutting down.", code="overloaded",
+                             type_="server_error", retry_after=1)
         try:
             stream = self.state.engine.submit(request)
+        except InvalidRequest as exc:
+            raise BadRequest(400, str(exc), code="invalid_request")
         except TenantQueueFull as exc:
             raise BadRequest(429, str(exc), code="rate_limit_exceeded", type_="rate_limit_error",
                              retry_after=exc.retry_after)
@@ -118,6 +134,9 @@ class InferenceApp:
         reply = _Reply(chat=chat, model=self.state.model_name, prompt_tokens=len(prompt_ids), parsed=parsed,
                        metrics=self.state.metrics)
         watcher = asyncio.create_task(_cancel_on_disconnect(receive, stream, asyncio.current_task()))
+        work = len(prompt_ids) + params.max_tokens
+        self.state.outstanding_tokens += work
+        self.state.open_requests += 1
         try:
             if parsed.stream:
                 await reply.stream(stream, send)
@@ -126,6 +145,8 @@ class InferenceApp:
         finally:
             stream.cancel()  # no-op when finished; frees the cache at once when not
             watcher.cancel()
+            self.state.outstanding_tokens -= work
+            self.state.open_requests -= 1
 
 
 class _Reply:

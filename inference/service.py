@@ -43,16 +43,42 @@ def build_service(*, model_path: str):
     engine = Engine(loaded.model, loaded.tokenizer, config)
     engine.start()
     logger.info("model %s loaded on %s in %.1fs", loaded.name, loaded.device, time.monotonic() - started)
+    # The engine may serve less than the model's nominal context (its KV budget bounds one sequence).
+    context_length = min(loaded.context_length, getattr(engine, "max_model_len", loaded.context_length))
     return ServiceState(engine=engine, prompt_builder=PromptBuilder(loaded.tokenizer), model_name=loaded.name,
-                        context_length=loaded.context_length, device=loaded.device,
+                        context_length=context_length, device=loaded.device,
                         token=settings.FAIRWAY_INFERENCE_TOKEN, metrics=EngineMetrics(loaded.name))
 
 
 def serve(state, *, host: str, port: int) -> None:
+    """Serve until SIGTERM/SIGINT. Shutdown is graceful: the replica marks itself draining and leaves
+    the registry first (gateways stop routing to it and retry elsewhere), then uvicorn lets open
+    streams finish for up to FAIRWAY_SHUTDOWN_GRACE_SECONDS before the engine stops."""
+    import uuid
+
     import uvicorn
 
+    from .registry import ReplicaHeartbeat
     from .server import InferenceApp
 
+    heartbeat = None
+    if settings.FAIRWAY_REPLICA_REGISTRY_URL:
+        url = settings.FAIRWAY_REPLICA_ADVERTISE_URL or f"http://{host}:{port}"
+        heartbeat = ReplicaHeartbeat(
+            redis_url=settings.FAIRWAY_REPLICA_REGISTRY_URL, replica_id=f"{state.model_name}-{uuid.uuid4().hex[:8]}",
+            url=url, describe=lambda: {"model": state.model_name, "context_length": state.context_length,
+                                       "started_at": state.started_at, "status": "ok", "load": state.load()})
+        heartbeat.start()
+        logger.info("registered as replica %s at %s", heartbeat.replica_id, url)
+
+    class DrainingServer(uvicorn.Server):
+        def handle_exit(self, sig, frame):
+            state.draining = True
+            if heartbeat is not None:
+                heartbeat.stop()
+            super().handle_exit(sig, frame)
+
+    config = uvicorn.Config(InferenceApp(state), host=host, port=port, lifespan="on", access_log=False,
+                            log_level="warning", timeout_graceful_shutdown=settings.FAIRWAY_SHUTDOWN_GRACE_SECONDS)
     logger.info("inference service listening on http://%s:%s", host, port)
-    uvicorn.run(InferenceApp(state), host=host, port=port, lifespan="on", access_log=False,
-                log_level="warning", timeout_graceful_shutdown=10)
+    DrainingServer(config).run()

@@ -81,15 +81,18 @@ class Tenant(models.Model):
     tpm_override = models.PositiveIntegerField(null=True, blank=True, validators=_positive())
     monthly_token_budget_override = models.PositiveBigIntegerField(null=True, blank=True, validators=_positive())
     max_concurrent_requests_override = models.PositiveIntegerField(null=True, blank=True, validators=_positive())
+    # Fair-share weight override (blank: the plan's weight); operators raise one tenant without a new plan.
+    weight_override = models.DecimalField(max_digits=8, decimal_places=3, null=True, blank=True,
+                                          validators=[MinValueValidator(Decimal("0.001"))])
 
     LIMIT_OVERRIDES = ("rpm", "rpm_per_key", "tpm", "monthly_token_budget", "max_concurrent_requests")
 
     class Meta:
         ordering = ["slug"]
 
-    def limit_overrides(self) -> dict[str, int]:
-        """The overrides that are set, by PlanLimits field name."""
-        values = {name: getattr(self, f"{name}_override") for name in self.LIMIT_OVERRIDES}
+    def limit_overrides(self) -> dict:
+        """The overrides that are set, by PlanLimits field name (`weight` included when overridden)."""
+        values = {name: getattr(self, f"{name}_override") for name in (*self.LIMIT_OVERRIDES, "weight")}
         return {name: value for name, value in values.items() if value is not None}
 
     def __str__(self) -> str:

@@ -29,11 +29,14 @@ class PlanLimits:
     @classmethod
     def from_plan(cls, plan, overrides: dict | None = None) -> PlanLimits:
         """The plan's limits with the tenant's overrides (Tenant.limit_overrides()) applied."""
+        overrides = dict(overrides or {})
+        weight = overrides.pop("weight", plan.weight)  # a tenant's weight override replaces the plan's
         limits = dict(rpm=plan.rpm, tpm=plan.tpm, monthly_token_budget=plan.monthly_token_budget,
                       max_concurrent_requests=plan.max_concurrent_requests,
-                      rpm_per_key=getattr(plan, "rpm_per_key", None), **(overrides or {}))
+                      rpm_per_key=getattr(plan, "rpm_per_key", None))
+        limits.update(overrides)  # a tenant's override replaces the plan's value
         return cls(plan_id=plan.pk, name=plan.name, max_tokens_per_request=plan.max_tokens_per_request,
-                   weight=float(plan.weight), price_per_1k_input_tokens=Decimal(plan.price_per_1k_input_tokens),
+                   weight=float(weight), price_per_1k_input_tokens=Decimal(plan.price_per_1k_input_tokens),
                    price_per_1k_output_tokens=Decimal(plan.price_per_1k_output_tokens), **limits)
 
 

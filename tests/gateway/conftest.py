@@ -12,9 +12,9 @@ def fake_upstream(settings):
     with serve_in_thread(service) as url:
         settings.FAIRWAY_INFERENCE_URL = url
         settings.FAIRWAY_INFERENCE_TOKEN = service.script.token
-        upstream._models_cache.clear()
+        upstream.reset()
         yield service
-    upstream._models_cache.clear()
+    upstream.reset()
 
 
 @pytest.fixture

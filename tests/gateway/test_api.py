@@ -88,7 +88,7 @@ def test_upstream_down_is_503_with_retry_after(gateway_url, settings, tenant_key
     from gateway import upstream
     from tests.support.servers import free_port
 
-    upstream._models_cache.clear()
+    upstream.reset()
     settings.FAIRWAY_INFERENCE_URL = f"http://127.0.0.1:{free_port()}"
     response = post(gateway_url, tenant_key.plaintext)
     assert response.status_code == 503

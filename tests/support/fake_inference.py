@@ -28,6 +28,8 @@ class FakeScript:
     token: str = "test-inference-token"
     serve_tokenizer: bool = True  # answer GET /v1/tokenizer with the tiny tokenizer (tests/support/tiny_model)
     context_length: int = 512
+    health_status: str = "ok"  # "ok" | "draining" | "down" (answers 503) — replica routing tests
+    outstanding_tokens: int = 0  # the load this replica reports
 
 
 _TOKENIZER: dict = {}
@@ -72,6 +74,11 @@ class FakeInferenceService:
                                                              code="invalid_service_token"))
         if scope["path"] == "/v1/models":
             return await _json(send, 200, {"object": "list", "data": [protocol.model_card(MODEL, 0)]})
+        if scope["path"] == "/health":
+            status = 503 if self.script.health_status == "down" else 200
+            return await _json(send, status, {"status": self.script.health_status, "model": MODEL,
+                                              "context_length": self.script.context_length, "started_at": 0,
+                                              "load": {"outstanding_tokens": self.script.outstanding_tokens}})
         if scope["path"] == "/v1/tokenizer" and self.script.serve_tokenizer:
             return await _json(send, 200, tokenizer_payload(self.script.context_length))
         body = b""

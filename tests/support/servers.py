@@ -34,3 +34,14 @@ def serve_in_thread(app, *, port: int | None = None, lifespan: str = "off"):
     finally:
         server.should_exit = True
         thread.join(timeout=10)
+        release_db_thread()
+
+
+def release_db_thread() -> None:
+    """Close the gateway's database thread (billing/dbthread.py): its persistent connection would
+    otherwise keep the test database busy when pytest-django drops it."""
+    import sys
+
+    dbthread = sys.modules.get("billing.dbthread")
+    if dbthread is not None:
+        dbthread.shutdown()

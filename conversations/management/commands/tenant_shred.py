@@ -24,4 +24,5 @@ class Command(BaseCommand):
             result = lifecycle.tenant_shred(tenant=tenant)
         self.stdout.write(f"shredded {slug}: {result.data_keys} data key(s) destroyed, {result.conversations} "
                           f"conversation(s) and {result.messages} message(s) deleted"
-                          + ("" if keep_tenant else "; tenant deleted"))
+                          + ("" if keep_tenant else "; tenant deleted" if result.tenant_deleted else
+                             "; tenant kept for its billing records (suspended, API keys revoked)"))

@@ -11,6 +11,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from datetime import datetime
 
+from .. import periods
 from ..types import Admitted, Hold, Limits, RateLimited, TokenWindow
 
 
@@ -37,3 +38,16 @@ class QuotaBackend(ABC):
         from asgiref.sync import async_to_sync
 
         async_to_sync(self.settle)(hold=hold, spent=spent, now=now)
+
+
+def refusal(*, reason: str, hold: Hold, limits: Limits, now: datetime, month_used: int,
+            minute_used: int) -> RateLimited:
+    """The RateLimited value both backends return, with the wait that makes sense for the reason."""
+    window = TokenWindow(limit=limits.tpm, used=minute_used, reset_s=periods.seconds_to_minute_end(now))
+    if reason == "budget":
+        return RateLimited(retry_after=periods.seconds_to_month_end(now), reason=reason, window=window,
+                           limit=limits.monthly_token_budget, requested=hold.tokens)
+    if reason == "tpm":
+        return RateLimited(retry_after=window.reset_s, reason=reason, window=window, limit=limits.tpm,
+                           requested=hold.tokens)
+    return RateLimited(retry_after=1.0, reason=reason, window=window, limit=limits.max_concurrent_requests)

@@ -1,0 +1,27 @@
+"""Who may see the dashboard: active staff users with a session. Everyone else is turned away."""
+
+from __future__ import annotations
+
+import functools
+
+from django.contrib.auth.views import redirect_to_login
+from django.core.exceptions import PermissionDenied
+from django.urls import reverse
+
+
+def is_operator(user) -> bool:
+    return bool(user is not None and user.is_authenticated and user.is_active and user.is_staff)
+
+
+def staff_required(view):
+    """Anonymous (an API key is no session, so API clients too) → admin login; non-staff → 403."""
+
+    @functools.wraps(view)
+    def wrapper(request, *args, **kwargs):
+        if not request.user.is_authenticated:
+            return redirect_to_login(request.get_full_path(), reverse("admin:login"))
+        if not is_operator(request.user):
+            raise PermissionDenied("Operators only.")
+        return view(request, *args, **kwargs)
+
+    return wrapper

@@ -1,0 +1,23 @@
+-- settle.lua: a request ended; replace its hold by the tokens actually billed and free its slot.
+-- KEYS[1] month counter of the hold's month    fw:q:{T}:m:<YYYYMM>
+-- KEYS[2] minute counter of the hold's minute  fw:q:{T}:w:<epoch minute>
+-- KEYS[3] live holds (zset)  KEYS[4] hold details (hash "tokens|spent|month|minute")
+-- ARGV[1] request_id  ARGV[2] spent (tokens billed for the request)
+-- The counters move by (spent - tokens the hold still counts). A hold that is missing was lost with
+-- Redis' data after being counted nowhere, so all of `spent` is added. A missing counter is left
+-- alone: the next reserve rebuilds it from PostgreSQL, which already has this request.
+-- Returns the delta applied.
+local spent = tonumber(ARGV[2])
+local hold = redis.call('HGET', KEYS[4], ARGV[1])
+local counted = 0
+if hold then
+  counted = tonumber(string.match(hold, '^(%d+)|'))
+end
+redis.call('ZREM', KEYS[3], ARGV[1])
+redis.call('HDEL', KEYS[4], ARGV[1])
+local delta = spent - counted
+if delta ~= 0 then
+  if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('INCRBY', KEYS[1], delta) end
+  if redis.call('EXISTS', KEYS[2]) == 1 then redis.call('INCRBY', KEYS[2], delta) end
+end
+return delta

@@ -1,0 +1,59 @@
+"""Replica heartbeat: an inference service announces itself in Redis so gateways can find it.
+
+Every `interval` seconds it writes `fw:replica:<id>` (JSON: url, model, load, context) with a TTL of
+`ttl` seconds and adds the id to the set `fw:replicas`. A replica that dies simply stops renewing
+and drops out when the key expires (no clocks compared across machines); a graceful shutdown
+deletes the key at once. A replica on another machine joins by pointing at the same Redis.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+
+logger = logging.getLogger("fairway.inference")
+
+REPLICAS_SET = "fw:replicas"
+REPLICA_KEY = "fw:replica:{id}"
+
+
+class ReplicaHeartbeat:
+    def __init__(self, *, redis_url: str, replica_id: str, url: str, describe, interval: float = 1.0,
+                 ttl: float = 5.0):
+        import redis
+
+        self.client = redis.Redis.from_url(redis_url, socket_timeout=2, socket_connect_timeout=2)
+        self.replica_id, self.url, self.describe = replica_id, url, describe
+        self.interval, self.ttl = interval, ttl
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="fairway-heartbeat", daemon=True)
+
+    def start(self) -> None:
+        self.beat()
+        self._thread.start()
+
+    def beat(self) -> None:
+        payload = json.dumps({"id": self.replica_id, "url": self.url, "at": time.time(), **self.describe()})
+        with self.client.pipeline(transaction=True) as pipe:
+            pipe.set(REPLICA_KEY.format(id=self.replica_id), payload, px=int(self.ttl * 1000))
+            pipe.sadd(REPLICAS_SET, self.replica_id)
+            pipe.execute()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                self.beat()
+            except Exception as exc:  # noqa: BLE001 — a Redis blip must not kill the replica
+                logger.warning("replica heartbeat failed: %s", type(exc).__name__)
+
+    def stop(self) -> None:
+        """Deregister at once (graceful shutdown)."""
+        self._stop.set()
+        self._thread.join(timeout=2)
+        try:
+            self.client.delete(REPLICA_KEY.format(id=self.replica_id))
+            self.client.srem(REPLICAS_SET, self.replica_id)
+        except Exception as exc:  # noqa: BLE001
+            logger.warning("replica deregistration failed: %s", type(exc).__name__)
