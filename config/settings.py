@@ -285,3 +285,28 @@ RATELIMIT_USE_CACHE = "default"
 RATELIMIT_CACHE_PREFIX = "fw:rl:"
 if REDIS_URL:  # one pool per process instead of one connection per request (see gateway/quotas/cache.py)
     CACHES["default"]["BACKEND"] = "gateway.quotas.cache.PooledRedisCache"
+
+# --- Production mode (README "Production") -----------------------------------------------------
+# FAIRWAY_ENV=production: secrets must come from the environment (never generated), debug off,
+# HTTPS-only cookies and HSTS, JSON logs. `manage.py check --deploy` is clean in this mode.
+FAIRWAY_ENV = os.environ.get("FAIRWAY_ENV", "development")
+if FAIRWAY_ENV == "production":
+    from django.core.exceptions import ImproperlyConfigured
+
+    _required = ["FAIRWAY_SECRET_KEY", "FAIRWAY_KEY_PEPPER", "FAIRWAY_INFERENCE_TOKEN", "DATABASE_URL",
+                 "FAIRWAY_ALLOWED_HOSTS"]
+    _missing = [name for name in _required if not os.environ.get(name)]
+    if _missing:
+        raise ImproperlyConfigured(f"FAIRWAY_ENV=production needs these environment variables: {', '.join(_missing)}")
+    DEBUG = False
+    SECURE_HSTS_SECONDS = env_int("FAIRWAY_HSTS_SECONDS", 31_536_000)
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = True
+    SECURE_HSTS_PRELOAD = env_bool("FAIRWAY_HSTS_PRELOAD", True)
+    # TLS ends at the reverse proxy, which sets X-Forwarded-Proto; probes reach /health and /ready over HTTP.
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    SECURE_SSL_REDIRECT = env_bool("FAIRWAY_SSL_REDIRECT", True)
+    SECURE_REDIRECT_EXEMPT = [r"^health$", r"^ready$"]
+    SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = True
+    CSRF_TRUSTED_ORIGINS = env_list("FAIRWAY_CSRF_TRUSTED_ORIGINS")
+if os.environ.get("FAIRWAY_LOG_FORMAT", "json" if FAIRWAY_ENV == "production" else "plain") == "json":
+    LOGGING["formatters"]["plain"] = {"()": "config.logging.JsonFormatter"}

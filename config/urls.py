@@ -1,11 +1,7 @@
 from django.contrib import admin
-from django.http import JsonResponse
 from django.urls import include, path
 
-
-def health(request):
-    return JsonResponse({"status": "ok"})
-
+from gateway.health import health, ready
 
 urlpatterns = [
     path("v1/", include("conversations.urls")),
@@ -13,4 +9,5 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("dashboard/", include("dashboard.urls")),
     path("health", health),
+    path("ready", ready),
 ]

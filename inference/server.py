@@ -73,6 +73,9 @@ class InferenceApp:
 
     async def _route(self, scope, receive, send):
         headers = {name.decode("latin-1").lower(): value.decode("latin-1") for name, value in scope["headers"]}
+        if scope["path"] == "/ready":  # for probes without the token: says nothing but yes or no
+            ready = bool(self.state.engine.stats().get("alive", True)) and not self.state.draining
+            return await _send_json(send, 200 if ready else 503, {"ready": ready})
         if not self._authorized(headers.get("authorization", "")):
             raise BadRequest(401, "Missing or invalid internal service token.", code="invalid_service_token")
         method, path = scope["method"], scope["path"]

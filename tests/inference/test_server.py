@@ -114,3 +114,8 @@ def test_disconnect_cancels_and_frees_the_cache(service):
     while engine.stats()["running"] and time.monotonic() < deadline:
         time.sleep(0.02)
     assert engine.stats()["running"] == 0
+
+
+def test_ready_needs_no_token(service):
+    url, _ = service
+    assert httpx.get(url + "/ready").json() == {"ready": True}

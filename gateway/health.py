@@ -1,0 +1,50 @@
+"""Liveness (`/health`: the process answers) and readiness (`/ready`: it can serve traffic now).
+
+Readiness checks what a request needs: the database, the cache, and at least one healthy inference
+replica. A load balancer takes a gateway out while /ready answers 503.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+from asgiref.sync import sync_to_async
+from django.core.cache import cache
+from django.db import connection
+from django.http import JsonResponse
+
+from . import upstream
+
+
+async def health(request):
+    return JsonResponse({"status": "ok"})
+
+
+def _database_ok() -> bool:
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+        return True
+    except Exception:  # noqa: BLE001 — any failure means not ready
+        return False
+
+
+def _cache_ok() -> bool:
+    probe = f"fw:ready:{uuid.uuid4().hex}"
+    try:
+        cache.set(probe, 1, 5)
+        ok = cache.get(probe) == 1
+        cache.delete(probe)
+        return ok
+    except Exception:  # noqa: BLE001
+        return False
+
+
+async def ready(request):
+    checks = {"database": await sync_to_async(_database_ok)(), "cache": await sync_to_async(_cache_ok)()}
+    try:
+        checks["inference"] = bool(await upstream.list_models())
+    except Exception:  # noqa: BLE001
+        checks["inference"] = False
+    ok = all(checks.values())
+    return JsonResponse({"ready": ok, "checks": checks}, status=200 if ok else 503)
