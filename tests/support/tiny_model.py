@@ -32,19 +32,36 @@ def build_tokenizer():
                                    additional_special_tokens=SPECIAL_TOKENS, chat_template=CHAT_TEMPLATE)
 
 
-def build_tiny_model(*, seed: int = 0, layers: int = 2, context: int = 512):
+def build_tiny_model(*, seed: int = 0, layers: int = 2, context: int = 512, ascii_only: bool = False):
+    """ascii_only: the output head can only win on printable ASCII bytes, so greedy decoding never ends
+    on EOS and each generated token is exactly one character (fault tests count delivered tokens)."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
     tokenizer = build_tokenizer()
     config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=layers,
                          num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=context,
-                         rms_norm_eps=1e-5, rope_theta=10000.0, tie_word_embeddings=True,
+                         rms_norm_eps=1e-5, rope_theta=10000.0, tie_word_embeddings=not ascii_only,
                          bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
                          pad_token_id=tokenizer.pad_token_id)
     torch.manual_seed(seed)
     model = LlamaForCausalLM(config).eval()
+    if ascii_only:
+        printable = {tokenizer.convert_tokens_to_ids(symbol) for symbol in _printable_ascii_symbols()}
+        with torch.no_grad():
+            for token_id in range(config.vocab_size):
+                if token_id not in printable:
+                    model.lm_head.weight[token_id].zero_()
+                else:
+                    model.lm_head.weight[token_id].mul_(4.0)  # push their logits clear of the zeroed ones
     return model, tokenizer
+
+
+def _printable_ascii_symbols() -> list[str]:
+    from tokenizers.pre_tokenizers import ByteLevel
+
+    encoded = ByteLevel(add_prefix_space=False).pre_tokenize_str("".join(chr(c) for c in range(33, 127)))
+    return list(encoded[0][0])
 
 
 def save_tiny_model(directory: Path, **kwargs) -> Path:
