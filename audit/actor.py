@@ -13,8 +13,6 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
 
-from django.conf import settings
-
 
 @dataclass(frozen=True, slots=True)
 class Actor:
@@ -54,11 +52,9 @@ def actor_resolve(actor: Actor | None) -> Actor:
 
 
 def client_ip(request) -> str | None:
-    """REMOTE_ADDR, or the first X-Forwarded-For hop only when a trusted proxy says so (settings)."""
+    """REMOTE_ADDR. Behind a proxy, uvicorn's --proxy-headers (deploy/Procfile) already puts the
+    client's address there, and only for trusted proxies: X-Forwarded-For is never read here."""
     address = request.META.get("REMOTE_ADDR", "")
-    if getattr(settings, "FAIRWAY_TRUST_X_FORWARDED_FOR", False):
-        forwarded = request.META.get("HTTP_X_FORWARDED_FOR", "").split(",")[0].strip()
-        address = forwarded or address
     try:
         return str(ipaddress.ip_address(address))
     except ValueError:

@@ -29,8 +29,10 @@ class AuditEventAdmin(admin.ModelAdmin):
 
     @admin.display(description="changes")
     def change_summary(self, obj):
-        before, after = obj.changes.get("before") or {}, obj.changes.get("after") or {}
+        before, after = obj.changes.get("before"), obj.changes.get("after") or {}
         if not after:
             return ""
-        parts = [f"{name}: {before.get(name)!s} → {after.get(name)!s}" for name in after]
-        return format_html("<small>{}</small>", "; ".join(parts)[:300])
+        if before == {}:
+            return "created"  # the full initial values are on the event's page
+        text = "; ".join(f"{name}: {before.get(name)!s} → {after.get(name)!s}" for name in after)
+        return format_html("<small>{}</small>", text if len(text) <= 160 else text[:159] + "…")

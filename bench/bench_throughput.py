@@ -48,6 +48,16 @@ def main():
             print(f"{c:>7} {hf_s:>6.1f} {hf_tps:>9.1f} {seconds:>6.1f} {tps:>12.1f} {tps / hf_tps:>5.2f}x "
                   f"{p50(t.ttft for t in timed):>8.2f}s {max(t.ttft for t in timed):>8.2f}s {same_hf:>7}/{c:<2}",
                   flush=True)
+            if c == 1:  # the same stream without row padding (batch_invariant=False)
+                fast = new_engine(model, tokenizer, max_num_seqs=max(args.streams), batch_invariant=False)
+                try:
+                    seconds, timed = run_concurrent(fast, [greedy("f0", prompts[0], n)])
+                finally:
+                    fast.shutdown()
+                tps = timed[0].tokens / seconds
+                print(f"{'1 (no-pad)':>7} {'':>6} {'':>9} {seconds:>6.1f} {tps:>12.1f} {tps / hf_tps:>5.2f}x "
+                      f"{timed[0].ttft:>8.2f}s {timed[0].ttft:>8.2f}s {int(timed[0].token_ids == hf_out[0]):>7}/1",
+                      flush=True)
         print("stats:", {k: v for k, v in engine.stats().items() if k != "tenants"})
     finally:
         engine.shutdown()

@@ -1,6 +1,6 @@
 """Load SmolLM2-135M-Instruct for benchmarks, converting the bundled Q4_1 GGUF once.
 
-Prefers the lead's `inference.loader.load_model_and_tokenizer()` when it exists; otherwise
+Prefers the service's `inference.loader.load_model()` (same cache directory); otherwise
 dequantises the GGUF (~40 s) once into a safetensors directory under var/models/ and reuses it.
 """
 from __future__ import annotations
@@ -39,11 +39,12 @@ def _convert() -> None:
 def load_smollm2():
     """Returns (model, tokenizer): fp32 LlamaForCausalLM in eval mode and its fast tokenizer."""
     try:
-        from inference.loader import load_model_and_tokenizer  # the lead's cached loader
+        from inference.loader import load_model  # the service's loader and its prepared cache
     except ImportError:
-        load_model_and_tokenizer = None
-    if load_model_and_tokenizer is not None:
-        return load_model_and_tokenizer()
+        load_model = None
+    if load_model is not None:
+        loaded = load_model(cache_dir=CACHE_DIR.parent, device="cpu")
+        return loaded.model, loaded.tokenizer
     from transformers import AutoTokenizer, LlamaForCausalLM
 
     if not CACHE_DIR.exists():

@@ -7,10 +7,13 @@ from django.core.asgi import get_asgi_application
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 django_asgi_app = get_asgi_application()
 
-from channels.routing import ProtocolTypeRouter  # noqa: E402  (after Django setup)
+from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402  (after Django setup)
 
-from dashboard.routing import websocket_application  # noqa: E402
+from dashboard import routing as dashboard_routing  # noqa: E402
 from dashboard.static_files import StaticFilesApp  # noqa: E402
+from gateway import realtime  # noqa: E402
+
+websocket_application = URLRouter([*dashboard_routing.websocket_urlpatterns, *realtime.websocket_urlpatterns])
 
 # Static files (admin + dashboard assets) are served by the gateway itself in every deployment;
 # every other path goes straight to Django (see dashboard/static_files.py for why not WhiteNoise).

@@ -110,6 +110,29 @@ def aad_message(*, tenant_id: UUID, conversation_id: UUID, message_id: UUID | by
             + struct.pack(">IQ", version, seq) + role.encode())
 
 
+_SEQ = struct.Struct(">IQ")
+
+
+def history_opener(*, tenant_id: UUID, conversation_id: UUID):
+    """A fast `unseal` for many messages of one conversation (the per-turn history read).
+
+    Same format and AAD as `seal(..., aad_message(...))`, with the constant AAD prefix built once and
+    the message id taken as its 16 raw bytes; ~2x cheaper per message than the general path.
+    """
+    prefix = b"fairway.msg.v1\x00" + tenant_id.bytes + conversation_id.bytes
+
+    def open_(cipher: AESGCM, version: int, message_id: bytes, role: str, seq: int, blob: bytes) -> bytes:
+        if blob[:1] != FORMAT or len(blob) < 1 + NONCE_BYTES + 16:
+            raise DecryptionError("ciphertext has an unknown format")
+        try:
+            return cipher.decrypt(blob[1:1 + NONCE_BYTES], blob[1 + NONCE_BYTES:],
+                                  prefix + message_id + _SEQ.pack(version, seq) + role.encode())
+        except InvalidTag:
+            raise DecryptionError("ciphertext failed authentication") from None
+
+    return open_
+
+
 def aad_field(*, tenant_id: UUID, conversation_id: UUID, name: str, version: int) -> bytes:
     """Conversation-level fields (title, metadata, system prompt): the field name is bound too."""
     return (b"fairway.conv.v1\x00" + tenant_id.bytes + conversation_id.bytes + struct.pack(">I", version)

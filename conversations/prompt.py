@@ -109,4 +109,8 @@ def history_fit(*, counter, system: list[dict], history_batches: Iterable[list[d
         if exact <= budget:
             return Fitted(messages=system + kept + new, prompt_tokens=exact, history_used=len(kept),
                           history_read=read)
-        k = _next_turn(history, k + 1)
+        deficit, start = exact - budget, k  # still over: skip ahead by the attributed costs, at least a turn
+        while k < read and deficit > 0:
+            deficit -= max(costs[k], 1)
+            k += 1
+        k = _next_turn(history, max(k, start + 1))

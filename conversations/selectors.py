@@ -13,7 +13,7 @@ from uuid import UUID
 from django.db.models import CharField, Q
 from django.db.models.functions import Cast
 
-from . import codec, errors
+from . import codec, crypto, errors
 from .keystore import datakey_get
 from .models import Conversation, Message
 
@@ -67,7 +67,8 @@ def conversation_get(*, tenant_id: UUID, conversation_id: UUID) -> ConversationV
 
 def conversation_system_prompt(*, tenant_id: UUID, conversation_id: UUID) -> str | None:
     """Only what a turn needs from the conversation row (one narrow query, one decryption)."""
-    row = Conversation.objects.filter(pk=conversation_id, tenant_id=tenant_id).values_list("dek_id", "system_ct").first()
+    row = (Conversation.objects.filter(pk=conversation_id, tenant_id=tenant_id)
+           .values_list("dek_id", "system_ct").first())
     if row is None:
         raise errors.not_found(conversation_id, param="conversation")
     return codec.field_open(datakey_get(dek_id=row[0]), tenant_id=tenant_id, conversation_id=conversation_id,
@@ -122,6 +123,7 @@ def message_history_batches(*, tenant_id: UUID, conversation_id: UUID, batch_siz
     # The id as text (32 hex on SQLite, dashed on PostgreSQL): 16 raw bytes for the AAD, no UUID objects.
     rows = (Message.objects.filter(conversation_id=conversation_id, tenant_id=tenant_id).order_by("-seq")
             .annotate(raw_id=Cast("id", CharField())))
+    open_ = crypto.history_opener(tenant_id=tenant_id, conversation_id=conversation_id)
     before = None
     while True:
         page = rows if before is None else rows.filter(seq__lt=before)
@@ -129,10 +131,9 @@ def message_history_batches(*, tenant_id: UUID, conversation_id: UUID, batch_siz
         if not values:
             return
         keys = {dek_id: datakey_get(dek_id=dek_id) for dek_id in {v[1] for v in values}}
-        yield [{"role": role, "content": codec.message_open(keys[dek_id], tenant_id=tenant_id,
-                                                            conversation_id=conversation_id,
-                                                            message_id=bytes.fromhex(raw_id.replace("-", "")),
-                                                            role=role, seq=seq, blob=blob)}
+        yield [{"role": role, "content": open_(keys[dek_id].cipher, keys[dek_id].version,
+                                               bytes.fromhex(raw_id.replace("-", "")), role, seq,
+                                               bytes(blob)).decode()}
                for raw_id, dek_id, seq, role, blob in values]
         if len(values) < batch_size:
             return

@@ -1,35 +1,42 @@
-"""Tenant exports: links to billing's invoice exports when that app provides them, and a usage CSV."""
+"""Tenant exports: our usage CSV, and links to billing's invoice downloads (CSV, PDF)."""
 
 from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Iterable, Iterator
+from collections.abc import AsyncIterator
 
+from django.db.models import QuerySet
 from django.urls import NoReverseMatch, reverse
 
-CSV_HEADER = ("created_at", "request_id", "key_id", "model", "endpoint", "stream", "status", "reason",
-              "prompt_tokens", "completion_tokens", "cost", "ttft_s", "duration_s")
+from .selectors import USAGE_CSV_COLUMNS
 
 
-def csv_lines(rows: Iterable[tuple]) -> Iterator[str]:
+def _line(values) -> str:
     buffer = io.StringIO()
-    writer = csv.writer(buffer)
-    for row in ((CSV_HEADER,), rows):
-        for values in row:
-            writer.writerow(["" if value is None else value for value in values])
-            yield buffer.getvalue()
-            buffer.seek(0)
-            buffer.truncate()
+    csv.writer(buffer).writerow(["" if value is None else value for value in values])
+    return buffer.getvalue()
+
+
+async def csv_lines(rows: QuerySet) -> AsyncIterator[str]:
+    """Streamed under ASGI: rows are fetched in chunks while the response is sent, so a busy tenant's
+    month never sits in memory whole (a sync iterator would be buffered by Django's ASGI handler)."""
+    yield _line(USAGE_CSV_COLUMNS)
+    async for row in rows.aiterator(chunk_size=2000):
+        yield _line(row[field] for field in USAGE_CSV_COLUMNS.values())
 
 
 def export_links(*, tenant) -> list[dict]:
-    """Our usage CSV, plus billing's exports if its URLs exist (names tried, never required)."""
-    links = [{"label": "Usage this month (CSV)", "url": reverse("dashboard:tenant_usage_csv", args=[tenant.slug])}]
-    for name, label in (("billing:tenant_invoices_csv", "Invoices (CSV)"),
-                        ("billing:tenant_invoices_pdf", "Invoices (PDF)")):
+    return [{"label": "Usage this month (CSV)", "url": reverse("dashboard:tenant_usage_csv", args=[tenant.slug])}]
+
+
+def invoice_rows(invoices) -> list[dict]:
+    """Each invoice with billing's CSV and PDF downloads (its admin view), when billing provides them."""
+    rows = []
+    for invoice in invoices:
         try:
-            links.append({"label": label, "url": reverse(name, args=[tenant.slug])})
+            links = {fmt: reverse("admin:billing_invoice_download", args=[invoice.pk, fmt]) for fmt in ("csv", "pdf")}
         except NoReverseMatch:
-            pass
-    return links
+            links = {}
+        rows.append({"invoice": invoice, **links})
+    return rows

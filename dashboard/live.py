@@ -152,7 +152,8 @@ def _line(replica: dict) -> dict:
     if not replica["up"]:
         return {"name": replica["name"], "up": False, "error": replica["error"]}
     return {"name": replica["name"], "up": True, "status": replica["status"], "running": replica["running"],
-            "queued": replica["queued"], "tokens_per_s": replica["tokens_per_s"], "kv_percent": replica["kv"]["percent"]}
+            "queued": replica["queued"], "tokens_per_s": replica["tokens_per_s"],
+            "kv_percent": replica["kv"]["percent"]}
 
 
 class LivePoller:

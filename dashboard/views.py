@@ -7,6 +7,7 @@ from datetime import datetime, timedelta
 from django.conf import settings
 from django.http import Http404, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, render
+from django.utils import timezone
 from django.views.decorators.http import require_GET
 
 from audit.selectors import audit_list_for_tenant
@@ -26,7 +27,7 @@ def _charts(tenant_id=None, top: int = 6) -> dict:
 @require_GET
 @staff_required
 def overview(request):
-    day_ago = selectors._now() - timedelta(hours=24)
+    day_ago = timezone.now() - timedelta(hours=24)
     return render(request, "dashboard/overview.html", {
         "page": "overview", "charts": _charts(), "totals": selectors.usage_totals(since=day_ago),
         "top_tenants": selectors.tenant_usage_table(since=day_ago),
@@ -49,16 +50,17 @@ def tenant_detail(request, slug: str):
         "page": "tenants", "tenant": tenant, "charts": _charts(tenant.pk, top=1),
         "limits": selectors.tenant_limits(tenant=tenant),
         "month_totals": selectors.usage_totals(since=month, tenant_id=tenant.pk), "month": month,
-        "keys": tenant_selectors.apikey_list_for_tenant(tenant=tenant), "now": selectors._now(),
+        "keys": tenant_selectors.apikey_list_for_tenant(tenant=tenant), "now": timezone.now(),
         "errors": selectors.tenant_recent_errors(tenant=tenant),
-        "invoices": selectors.tenant_invoices(tenant=tenant), "exports": exports.export_links(tenant=tenant),
+        "invoices": exports.invoice_rows(selectors.tenant_invoices(tenant=tenant)),
+        "exports": exports.export_links(tenant=tenant),
         "audit": audit_list_for_tenant(tenant_id=tenant.pk, limit=15)})
 
 
 @require_GET
 @staff_required
 def tenant_usage_csv(request, slug: str):
-    """This month's (or ?month=YYYY-MM) usage records as CSV, streamed (metadata only)."""
+    """This month's (or ?month=YYYY-MM) usage records as CSV, streamed (metadata only: no content exists)."""
     tenant = get_object_or_404(Tenant, slug=slug)
     try:
         since = (datetime.strptime(request.GET["month"], "%Y-%m").replace(tzinfo=selectors.UTC)

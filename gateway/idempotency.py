@@ -16,7 +16,7 @@ from django.conf import settings
 from django.http import HttpResponse, HttpResponseBase, StreamingHttpResponse
 
 from billing import dbthread
-from billing.idempotency import Busy, Claimed, Completed, Mismatch, idempotency_claim, idempotency_fingerprint
+from billing.idempotency import Claimed, Completed, Mismatch, idempotency_claim, idempotency_fingerprint
 from billing.sealing import result_open
 from inference import protocol
 

@@ -46,7 +46,7 @@ def openai_endpoint(*methods: str):
             except Exception as exc:  # noqa: BLE001 — every failure must leave in OpenAI's shape
                 error = to_api_error(exc)
                 if error is None and isinstance(exc, RedisError):  # cache/limits store down: fail closed
-                    logger.error("redis unreachable in %s: %s", view.__name__, type(exc).__name__)
+                    logger.error("redis unreachable in %s: %s: %s", view.__name__, type(exc).__name__, exc)
                     error = ApiError(503, "A backing service is unreachable; please retry shortly.",
                                      code="service_unavailable", retry_after=5)
                 if error is None:

@@ -18,7 +18,7 @@ from django.utils import timezone
 from django.utils.html import format_html
 
 from audit.actor import Actor
-from tenants import admin_forms, selectors, services
+from tenants import admin_forms, services
 from tenants.models import ApiKey, Plan, Tenant
 
 NONCE_SECONDS = 3600
@@ -231,7 +231,8 @@ class TenantAdmin(admin.ModelAdmin):
             except ValidationError as error:
                 form.add_error(None, error)
             else:
-                kept = "" if result.tenant_deleted else " It has billing records, so it was kept: suspended, keys revoked."
+                kept = ("" if result.tenant_deleted else
+                        " It has billing records, so it was kept: suspended, keys revoked.")
                 self.message_user(request, f"{slug}: {result.data_keys} data key(s) destroyed, "
                                            f"{result.conversations} conversation(s) deleted.{kept}", messages.SUCCESS)
                 return redirect(reverse("admin:tenants_tenant_changelist"))
@@ -245,7 +246,7 @@ class TenantAdmin(admin.ModelAdmin):
 
 @admin.register(ApiKey)
 class ApiKeyAdmin(admin.ModelAdmin):
-    list_display = ("display", "name", "tenant", "key_status", "scopes", "created_at", "expires_at",
+    list_display = ("display", "name", "tenant", "key_status", "scope_list", "created_at", "expires_at",
                     "last_used_at")
     list_filter = ("tenant__plan", "tenant", ("revoked_at", admin.EmptyFieldListFilter), "created_at")
     search_fields = ("key_id", "name", "tenant__slug", "last4")
@@ -269,6 +270,10 @@ class ApiKeyAdmin(admin.ModelAdmin):
         status = obj.status_at(timezone.now())
         colour = {"active": "#1a7f37", "revoked": "#b42318", "expired": "#9a6700"}[status]
         return format_html('<b style="color:{}">{}</b>', colour, status)
+
+    @admin.display(description="scopes")
+    def scope_list(self, obj):
+        return ", ".join(obj.scopes or [])
 
     def save_model(self, request, obj, form, change):
         data = {name: form.cleaned_data[name] for name in form.changed_data}

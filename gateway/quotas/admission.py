@@ -42,9 +42,22 @@ def endpoint_of(parsed) -> str:
     return "chat.completions" if isinstance(parsed, ChatRequest) else "completions"
 
 
+_fetching: dict[tuple, asyncio.Task] = {}
+
+
+async def _prompt_counter(model: str):
+    """upstream.prompt_counter, fetched once even when a burst of first requests all need it."""
+    key = (asyncio.get_running_loop(), model)
+    task = _fetching.get(key)
+    if task is None:
+        task = _fetching[key] = asyncio.get_running_loop().create_task(upstream.prompt_counter(model))
+        task.add_done_callback(lambda _: _fetching.pop(key, None))
+    return await asyncio.shield(task)
+
+
 async def prompt_tokens_count(*, parsed) -> tuple[int, int]:
     """(prompt tokens, context length), counted exactly as the inference service will."""
-    counter = await upstream.prompt_counter(parsed.model)
+    counter = await _prompt_counter(parsed.model)
     if isinstance(parsed, ChatRequest):
         size = sum(len(message["content"]) for message in parsed.messages)
         count = lambda: counter.chat_tokens(list(parsed.messages))  # noqa: E731
@@ -120,16 +133,17 @@ async def admission_open(*, request, principal, parsed, claim=None) -> "Admissio
                 month=periods.month_id(now), minute=periods.minute_id(now))
     state = state_for(request)
     backend = get_backend()
-    result = await backend.reserve(hold=hold, limits=state.limits, now=now, lease_s=settings.FAIRWAY_QUOTA_LEASE_SECONDS)
+    result = await backend.reserve(hold=hold, limits=state.limits, now=now,
+                                   lease_s=settings.FAIRWAY_QUOTA_LEASE_SECONDS)
     state.tokens = result.window
     if isinstance(result, RateLimited):
         usage_rejected(request=request, principal=principal, reason=result.reason, parsed=parsed, reserved=hold.tokens)
         raise _refused(result)
-    admission = Admission(principal=principal, hold=hold, prompt_tokens=prompt_tokens, claim=claim)
+    opened = _open_op(principal=principal, request_id=hold.request_id, model=parsed.model,
+                      endpoint=endpoint_of(parsed), stream=parsed.stream, reserved=hold.tokens, now=now)
+    admission = Admission(principal=principal, hold=hold, prompt_tokens=prompt_tokens, claim=claim, opened=opened)
     try:
-        await usage_writer().write(_open_op(principal=principal, request_id=hold.request_id, model=parsed.model,
-                                            endpoint=endpoint_of(parsed), stream=parsed.stream, reserved=hold.tokens,
-                                            now=now))
+        await usage_writer().write(opened)
     except Exception as exc:
         logger.error("usage record could not be opened (%s): refusing to forward", type(exc).__name__)
         await _quietly(backend.settle(hold=hold, spent=0, now=periods.now()))
@@ -148,8 +162,9 @@ async def _quietly(awaitable) -> None:
 class Admission:
     """An admitted request: its hold, and the duty to settle it exactly once."""
 
-    def __init__(self, *, principal, hold: Hold, prompt_tokens: int, claim=None):
+    def __init__(self, *, principal, hold: Hold, prompt_tokens: int, claim=None, opened: UsageOpen | None = None):
         self.principal, self.hold, self.prompt_tokens, self.claim = principal, hold, prompt_tokens, claim
+        self.opened = opened
         self.outcome = None  # the CompletionRun's Outcome (delivered tokens so far)
         self._usage_done = self._quota_done = False
         self._started = time.monotonic()
@@ -174,7 +189,8 @@ class Admission:
                           completion_tokens=completion, ttft_s=outcome.ttft_s,
                           duration_s=time.monotonic() - self._started,
                           price_per_1k_input_tokens=plan.price_per_1k_input_tokens,
-                          price_per_1k_output_tokens=plan.price_per_1k_output_tokens, finalised_at=periods.now())]
+                          price_per_1k_output_tokens=plan.price_per_1k_output_tokens, finalised_at=periods.now(),
+                          opened=self.opened)]
         if self.claim is not None:
             sealed = None
             if outcome.status == UsageRecord.Status.OK and result is not None:

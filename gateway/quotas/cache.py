@@ -13,11 +13,22 @@ import threading
 from django.core.cache.backends.redis import RedisCache, RedisCacheClient
 
 _INCR_IF_EXISTS = "if redis.call('EXISTS', KEYS[1]) == 1 then return redis.call('INCRBY', KEYS[1], ARGV[1]) end"
+POOL_SIZE = 256
+POOL_WAIT_S = 5.0
 _pools: dict[tuple, object] = {}
 _lock = threading.Lock()
 
 
 class PooledRedisCacheClient(RedisCacheClient):
+    def __init__(self, servers, pool_class=None, **options):
+        import redis
+
+        # A shared pool must make a burst wait for a free connection, not fail (redis-py's default
+        # pool raises "Too many connections" past 100).
+        options.setdefault("max_connections", POOL_SIZE)
+        options.setdefault("timeout", POOL_WAIT_S)
+        super().__init__(servers, pool_class=pool_class or redis.BlockingConnectionPool, **options)
+
     def _get_connection_pool(self, write):
         index = self._get_connection_pool_index(write)
         key = (self._servers[index], self._pool_class, tuple(sorted(map(repr, self._pool_options.items()))))

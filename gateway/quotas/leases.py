@@ -23,7 +23,9 @@ logger = logging.getLogger("fairway.quotas")
 
 class LeaseKeeper:
     def __init__(self) -> None:
-        self.live: set = set()  # Admissions
+        # Weak: an admission whose request object was dropped without ever finishing (a stream the
+        # client abandoned before it started) stops being renewed, so its hold lapses on its own.
+        self.live: weakref.WeakSet = weakref.WeakSet()
         self._task: asyncio.Task | None = None
 
     def add(self, admission) -> None:

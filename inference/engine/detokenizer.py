@@ -42,7 +42,8 @@ class IncrementalDetokenizer:
         """At the end of generation: release whatever is still held."""
         if self.stopped:
             return ""
-        tail = self._decode(self._ids[self._prefix_offset:])[len(self._decode(self._ids[self._prefix_offset:self._read_offset])):]
+        window = self._ids[self._prefix_offset:]
+        tail = self._decode(window)[len(self._decode(window[:self._read_offset - self._prefix_offset])):]
         text, self._held = self._held + tail, ""
         self._read_offset = len(self._ids)
         return text

@@ -48,6 +48,7 @@ class EngineConfig:
     device: str = "cpu"
     block_size: int = 16
     max_model_len: int = 0  # prompt + max_tokens limit; 0 = min(model positions, kv_cache_tokens)
+    batch_invariant: bool = True  # bit-identical outputs whatever the batch; costs speed below 4 rows/step
 
 
 @dataclass(frozen=True)
@@ -84,7 +85,8 @@ class Engine:
         self.allocator = BlockAllocator(config.kv_cache_tokens, config.block_size)
         positions = getattr(model.config, "max_position_embeddings", None) or self.allocator.capacity_tokens
         self.max_model_len = min(config.max_model_len or positions, positions, self.allocator.capacity_tokens)
-        self.runner = ModelRunner(model, self.allocator.num_blocks, config.block_size, self.max_model_len, config.device)
+        self.runner = ModelRunner(model, self.allocator.num_blocks, config.block_size, self.max_model_len,
+                                  config.device, config.batch_invariant)
         self.scheduler = Scheduler(
             SchedulerConfig(config.max_num_seqs, config.max_prefill_tokens_per_step, config.max_queue_per_tenant,
                             config.max_queue_total, config.max_queue_wait_s),

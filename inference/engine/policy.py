@@ -5,21 +5,32 @@ OSDI 2024). Every tenant t has a counter c_t of the service it received, normali
 weight: admitting a request adds w_in * prompt_tokens / weight_t, every generated token adds
 w_out / weight_t. Requests wait in per-tenant FIFO queues; a tenant is *backlogged* while its
 queue is non-empty. Admission always takes the head request of the backlogged tenant with the
-smallest counter (ties: earliest arrival). When a tenant becomes backlogged its counter is
-lifted to at least the smallest counter among the other backlogged tenants (or, if none, of
+smallest counter (ties: fewer running requests, then earliest arrival). When a tenant becomes
+backlogged its counter is lifted to at least the smallest counter among the other backlogged tenants (or, if none, of
 the tenants with running requests; if the engine is idle, to the largest counter), so time
 spent idle is never banked as credit to be spent later at others' expense.
 
-Guarantee (the paper's Theorem 4.3, weighted form): for any two tenants f, g backlogged
+Guarantee (the paper's fairness theorem, weighted form): for any two tenants f, g backlogged
 throughout an interval, |W_f/weight_f - W_g/weight_g| <= 2 * max(w_in * L_in, w_out * M), where
 W is the weighted service (w_in * prompt + w_out * generated tokens) they received in the
 interval, L_in the longest prompt and M the most tokens one batch can hold (the KV budget).
 The bound does not grow with time, so over long intervals service converges to the weight
 ratio; it holds while the engine keeps the batch full (work-conserving).
 
+Admission alone cannot help a tenant that arrives while a flood holds every batch slot: the
+paper's VTC would make it wait for the flood's next completion, which can be a whole
+generation away. So when the tenant VTC picks has just arrived (it was idle: nothing queued,
+nothing running) and every slot is taken, VTC preempts one running request of a tenant whose
+counter is at least as large and that keeps another request running: the largest-counter
+tenant's latest arrival, which has made the least progress. At most one admission per step may
+preempt, only an idle tenant's arrival triggers it (tenants that stay busy rely on slots freeing
+up, as in the paper, which keeps recomputation rare), and the victim's tenant always keeps a
+request running, so it cannot preempt back.
+
 Preemption (the KV cache ran out mid-generation): VTC takes from the tenant with the largest
 counter, latest-arrived request first; FCFS takes the latest-arrived request. Preempted
-requests return to the front of their tenant's queue and are not charged for the prompt again.
+requests return to the front of their tenant's queue and are not charged for the prompt again;
+their recomputation is not charged either.
 """
 from __future__ import annotations
 
@@ -55,11 +66,16 @@ class FairnessPolicy:
     def on_backlogged(self, tenant: str, backlogged: Iterable[str], running: Iterable[str]) -> None:
         """tenant's queue just became non-empty; backlogged/running list the *other* tenants."""
 
-    def pick_tenant(self, heads: Mapping[str, Sequence]) -> str:
+    def pick_tenant(self, heads: Mapping[str, Sequence], running: Mapping[str, int]) -> str:
+        """The tenant whose head request is admitted next; running counts requests per tenant."""
         raise NotImplementedError
 
     def pick_victim(self, running: list[Sequence]) -> Sequence:
         raise NotImplementedError
+
+    def fairness_victim(self, head: Sequence, running: list[Sequence]) -> Sequence | None:
+        """A running sequence to preempt so that head (whose tenant has none running) gets in now."""
+        return None
 
 
 class FCFSPolicy(FairnessPolicy):
@@ -67,7 +83,7 @@ class FCFSPolicy(FairnessPolicy):
 
     name = "fcfs"
 
-    def pick_tenant(self, heads: Mapping[str, Sequence]) -> str:
+    def pick_tenant(self, heads: Mapping[str, Sequence], running: Mapping[str, int]) -> str:
         return min(heads, key=lambda t: (heads[t].arrival, heads[t].seq_id))
 
     def pick_victim(self, running: list[Sequence]) -> Sequence:
@@ -87,11 +103,22 @@ class VTCPolicy(FairnessPolicy):
             floor = max(self.counters.values(), default=0.0)
         self.counters[tenant] = max(self.counters.get(tenant, 0.0), floor)
 
-    def pick_tenant(self, heads: Mapping[str, Sequence]) -> str:
-        return min(heads, key=lambda t: (self.counters[t], heads[t].arrival, heads[t].seq_id))
+    def pick_tenant(self, heads: Mapping[str, Sequence], running: Mapping[str, int]) -> str:
+        # Ties (a freshly lifted tenant equals the floor) go to the tenant with less running.
+        return min(heads, key=lambda t: (self.counters[t], running.get(t, 0), heads[t].arrival, heads[t].seq_id))
 
     def pick_victim(self, running: list[Sequence]) -> Sequence:
         return max(running, key=lambda s: (self.counters[s.tenant_id], s.arrival, s.seq_id))
+
+    def fairness_victim(self, head: Sequence, running: list[Sequence]) -> Sequence | None:
+        held: dict[str, int] = {}
+        for seq in running:
+            held[seq.tenant_id] = held.get(seq.tenant_id, 0) + 1
+        # Only from tenants at least as served that keep another request running, so the victim's
+        # tenant can never preempt back.
+        floor = self.counters[head.tenant_id]
+        ahead = [s for s in running if held[s.tenant_id] >= 2 and self.counters[s.tenant_id] >= floor]
+        return self.pick_victim(ahead) if ahead else None
 
 
 POLICIES = {"vtc": VTCPolicy, "fcfs": FCFSPolicy}

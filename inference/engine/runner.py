@@ -8,7 +8,8 @@ lm_head runs only on rows that sample.
 Batch invariance: a sequence's logits must not depend on who shares its step. (1) Rows of a
 packed GEMM are bit-identical whatever the row count M, except for a few small M where the
 BLAS picks other kernels; those are found at start-up (_safe_row_counts) and the packed batch
-is padded past them. (2) Attention for a token is always computed in the same shapes: decode
+is padded past them (EngineConfig.batch_invariant). (2) Attention for a token is always
+computed in the same shapes: decode
 lengths are padded to ATTN_BUCKET multiples with masked slots (masked scores contribute exact
 zeros), prompt chunks end on fixed positions (Sequence.next_chunk). (3) Sampling draws from
 each request's own generator. Elementwise ops and row reductions are per-row anyway.
@@ -48,7 +49,8 @@ def _fuse(module_weights: list[torch.nn.Parameter]) -> torch.Tensor:
 
 
 class ModelRunner:
-    def __init__(self, model, num_blocks: int, block_size: int, max_model_len: int, device: str = "cpu"):
+    def __init__(self, model, num_blocks: int, block_size: int, max_model_len: int, device: str = "cpu",
+                 batch_invariant: bool = True):
         cfg = model.config
         if cfg.model_type != "llama" or getattr(cfg, "attention_bias", False) or getattr(cfg, "mlp_bias", False):
             raise ValueError("ModelRunner supports bias-free Llama models")
@@ -66,11 +68,11 @@ class ModelRunner:
         self.pad_block = num_blocks  # one extra block: padding reads and padding-row writes land here
         with torch.no_grad():
             self.layers = [
-                _Layer(layer.input_layernorm.weight, _fuse([layer.self_attn.q_proj.weight, layer.self_attn.k_proj.weight,
-                                                            layer.self_attn.v_proj.weight]),
-                       layer.self_attn.o_proj.weight, layer.post_attention_layernorm.weight,
+                _Layer(layer.input_layernorm.weight,
+                       _fuse([attn.q_proj.weight, attn.k_proj.weight, attn.v_proj.weight]),
+                       attn.o_proj.weight, layer.post_attention_layernorm.weight,
                        _fuse([layer.mlp.gate_proj.weight, layer.mlp.up_proj.weight]), layer.mlp.down_proj.weight)
-                for layer in model.model.layers
+                for layer, attn in ((layer, layer.self_attn) for layer in model.model.layers)
             ]
         self.embed = model.model.embed_tokens.weight
         self.final_norm = model.model.norm.weight
@@ -89,7 +91,9 @@ class ModelRunner:
         self.kv_cache = torch.zeros(len(self.layers), 2, self.num_kv_heads, num_slots, self.head_dim,
                                     dtype=self.dtype, device=self.device)
         self._generators: dict[int, torch.Generator] = {}
-        self._row_pad = self._safe_row_counts()
+        # Padding costs most when few rows run (1 row: ~1.7x slower decode on a 2-core CPU), so it can be
+        # switched off where bitwise batch invariance matters less than single-stream speed.
+        self._row_pad = self._safe_row_counts() if batch_invariant else []
 
     @property
     def kv_cache_bytes(self) -> int:
@@ -136,7 +140,8 @@ class ModelRunner:
             gather = [(self._slots(seq, 0, length) + pad_slots)[:padded] for seq, length in members]
             lengths = torch.tensor([length for _, length in members], device=dev)
             masked = torch.arange(padded, device=dev)[None, :] >= lengths[:, None]  # [G, padded]
-            decode_groups.append((row, len(members), padded, torch.tensor(gather, device=dev).flatten(), masked[:, None, :]))
+            gather_slots = torch.tensor(gather, device=dev).flatten()
+            decode_groups.append((row, len(members), padded, gather_slots, masked[:, None, :]))
             row += len(members)
         prompt_chunks = []
         for c in prompts:
@@ -155,13 +160,14 @@ class ModelRunner:
         positions += [0] * padding
         write_slots += [self.pad_block * self.block_size] * padding
         sampled = [c for c in decodes + prompts if c.sample]
-        return (torch.tensor(ids, device=dev), torch.tensor(positions, device=dev), torch.tensor(write_slots, device=dev),
-                decode_groups, prompt_chunks, torch.tensor(sample_rows, dtype=torch.long, device=dev), sampled)
+        return (torch.tensor(ids, device=dev), torch.tensor(positions, device=dev),
+                torch.tensor(write_slots, device=dev), decode_groups, prompt_chunks, torch.tensor(sample_rows, dtype=torch.long, device=dev), sampled)
 
     # -- forward ------------------------------------------------------------------------------
 
     def _rms_norm(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-        return weight * (x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps))  # as HF LlamaRMSNorm
+        x32 = x.float()  # as HF LlamaRMSNorm: statistics in fp32 (a no-op for fp32 models)
+        return weight * (x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)).to(x.dtype)
 
     @torch.inference_mode()
     def forward(self, chunks: list[ScheduledChunk]) -> tuple[torch.Tensor, list[ScheduledChunk]]:
@@ -184,12 +190,14 @@ class ModelRunner:
                 kg = k_cache.index_select(1, gather).view(kvh, count, padded, d)
                 vg = v_cache.index_select(1, gather).view(kvh, count, padded, d)
                 scores = torch.matmul(qg, kg.transpose(-1, -2)).masked_fill_(masked, float("-inf"))
-                out = torch.matmul(torch.softmax(scores, dim=-1), vg)  # [kvh, G, g, d]
+                out = torch.matmul(torch.softmax(scores, -1, dtype=torch.float32).to(self.dtype), vg)  # [kvh, G, g, d]
                 attn[row:row + count] = out.transpose(0, 1).reshape(count, nh * d)
             for row, n, gather, masked in prompt_chunks:
                 qp = q[row:row + n].view(n, kvh, g, d).transpose(0, 1).reshape(kvh, n * g, d)
-                scores = torch.matmul(qp, k_cache.index_select(1, gather).transpose(-1, -2)).masked_fill_(masked, float("-inf"))
-                out = torch.matmul(torch.softmax(scores, dim=-1), v_cache.index_select(1, gather))  # [kvh, n*g, d]
+                keys = k_cache.index_select(1, gather)
+                scores = torch.matmul(qp, keys.transpose(-1, -2)).masked_fill_(masked, float("-inf"))
+                probs = torch.softmax(scores, -1, dtype=torch.float32).to(self.dtype)
+                out = torch.matmul(probs, v_cache.index_select(1, gather))  # [kvh, n*g, d]
                 attn[row:row + n] = out.view(kvh, n, g, d).transpose(0, 1).reshape(n, nh * d)
             h = h + F.linear(attn, layer.o)
             gate, up = F.linear(self._rms_norm(h, layer.post_norm), layer.gate_up).chunk(2, dim=-1)
@@ -212,7 +220,8 @@ class ModelRunner:
                 continue
             gen = self._generators.get(chunk.seq.seq_id)
             if gen is None:
-                gen = self._generators[chunk.seq.seq_id] = torch.Generator(self.device).manual_seed(request_seed(params))
+                gen = torch.Generator(self.device).manual_seed(request_seed(params))
+                self._generators[chunk.seq.seq_id] = gen
             tokens[row] = self._draw(logits[row].float(), params, gen)
         return tokens
 

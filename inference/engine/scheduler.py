@@ -7,7 +7,8 @@ Per step: (1) waiting requests older than max_queue_wait_s that were never admit
 chunk if the prefill token budget still has room; when its cache cannot grow, the policy picks
 victims to preempt (recompute later) until it can; (3) while batch slots, prefill budget and
 cache remain, the policy picks the next tenant and its head request is admitted with cache
-blocks for all its known tokens. Fair-share rules live in policy.py.
+blocks for all its known tokens (VTC may preempt one request per step to let in a tenant
+that just arrived from idle). Fair-share rules live in policy.py.
 """
 from __future__ import annotations
 
@@ -59,6 +60,7 @@ class Scheduler:
         self.clock = clock
         self.waiting: dict[str, deque[Sequence]] = {}  # only tenants with queued requests
         self.running: list[Sequence] = []  # admission order
+        self._arrived_idle: set[str] = set()  # tenants queued while idle, not yet admitted since
         self.num_preemptions = 0
         self._seconds_per_finish = 1.0  # EMA of time between completions, for retry_after
         self._last_finish: float | None = None
@@ -83,7 +85,10 @@ class Scheduler:
     def _enqueue(self, seq: Sequence, front: bool) -> None:
         queue = self.waiting.get(seq.tenant_id)
         if queue is None:  # tenant becomes backlogged
-            self.policy.on_backlogged(seq.tenant_id, self.waiting.keys(), {s.tenant_id for s in self.running})
+            running = {s.tenant_id for s in self.running}
+            self.policy.on_backlogged(seq.tenant_id, self.waiting.keys(), running)
+            if not front and seq.tenant_id not in running:
+                self._arrived_idle.add(seq.tenant_id)
             queue = self.waiting[seq.tenant_id] = deque()
         seq.status = Status.WAITING
         queue.appendleft(seq) if front else queue.append(seq)
@@ -93,6 +98,7 @@ class Scheduler:
         queue.remove(seq)
         if not queue:
             del self.waiting[seq.tenant_id]
+            self._arrived_idle.discard(seq.tenant_id)
 
     def _retry_after(self, queue_length: int) -> float:
         """Rough time for the queue ahead to drain, from the recent completion rate."""
@@ -112,7 +118,7 @@ class Scheduler:
                 continue  # waits for a step with room; a chunk is never split differently
             if self._make_room(seq, seq.num_computed_tokens + chunk.num_new_tokens, plan, scheduled):
                 scheduled[seq.seq_id] = chunk
-        self._admit(scheduled)
+        self._admit(scheduled, plan)
         plan.chunks = list(scheduled.values())
         return plan
 
@@ -146,17 +152,31 @@ class Scheduler:
         plan.preempted.append(seq)
         self._enqueue(seq, front=True)
 
-    def _admit(self, scheduled: dict[int, ScheduledChunk]) -> None:
-        while self.waiting and len(self.running) < self.config.max_num_seqs:
+    def _admit(self, scheduled: dict[int, ScheduledChunk], plan: StepPlan) -> None:
+        may_preempt = True  # at most one admission per step may preempt for fairness (bounds the waste)
+        while self.waiting:
             heads = {tenant: queue[0] for tenant, queue in self.waiting.items()}
-            seq = heads[self.policy.pick_tenant(heads)]
+            seq = heads[self.policy.pick_tenant(heads, self._running_per_tenant())]
             chunk = self._next_chunk(seq)
-            # Admit only when the whole known sequence fits: a half-admitted prompt would only
-            # be preempted again. Stop rather than skip, so the policy's order holds.
-            if chunk.num_new_tokens > self._budget_left(scheduled) or not self.allocator.can_grow(seq, seq.num_tokens):
+            if chunk.num_new_tokens > self._budget_left(scheduled):
+                return
+            # Admit only when a slot is free and the whole known sequence fits in the cache (a
+            # half-admitted prompt would only be preempted again); otherwise stop rather than skip
+            # to someone else, so the policy's order holds. A full batch may make room for a tenant
+            # that just arrived from idle (policy.fairness_victim); a full cache never does, since
+            # cache pressure already preempts by the same counters and the two would take turns.
+            if len(self.running) >= self.config.max_num_seqs and may_preempt:
+                arrived_idle = seq.tenant_id in self._arrived_idle
+                victim = self.policy.fairness_victim(seq, self.running) if arrived_idle else None
+                if victim is not None:
+                    scheduled.pop(victim.seq_id, None)
+                    self._preempt(victim, plan)
+                    may_preempt = False
+            if len(self.running) >= self.config.max_num_seqs or not self.allocator.can_grow(seq, seq.num_tokens):
                 return
             self.allocator.grow(seq, seq.num_tokens)
             self._dequeue(seq)
+            self._arrived_idle.discard(seq.tenant_id)
             seq.status = Status.RUNNING
             self.running.append(seq)
             if seq.admitted_at is None:
@@ -165,6 +185,12 @@ class Scheduler:
                 self.policy.charge_prompt(seq)
                 seq.prompt_charged = True
             scheduled[seq.seq_id] = chunk
+
+    def _running_per_tenant(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for seq in self.running:
+            counts[seq.tenant_id] = counts.get(seq.tenant_id, 0) + 1
+        return counts
 
     def _expire(self, plan: StepPlan) -> None:
         deadline = self.clock() - self.config.max_queue_wait_s
@@ -201,9 +227,7 @@ class Scheduler:
 
     def stats(self) -> dict:
         tenants = set(self.policy.counters) | set(self.waiting)
-        running: dict[str, int] = {}
-        for seq in self.running:
-            running[seq.tenant_id] = running.get(seq.tenant_id, 0) + 1
+        running = self._running_per_tenant()
         return {
             "policy": self.policy.name,
             "running": len(self.running),

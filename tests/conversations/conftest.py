@@ -52,7 +52,7 @@ def _party(slug: str, plan, scopes=None) -> Party:
 
 
 @pytest.fixture
-def plan(transactional_db):
+def plan(db):  # tests that need other threads or processes to see rows also ask for transactional_db
     from tenants import services
 
     return services.plan_create(name="conv", max_tokens_per_request=256, rpm=10_000, tpm=10_000_000)
@@ -86,3 +86,8 @@ def gateway_url(transactional_db):
 
     with serve_in_thread(application) as url:
         yield url
+    # Per-request threads are gone; drop their persistent DB connections (CONN_MAX_AGE) with them, so
+    # the test database can be flushed and dropped without waiting on idle sessions.
+    import gc
+
+    gc.collect()

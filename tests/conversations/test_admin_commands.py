@@ -25,7 +25,7 @@ def _conversation(tenant):
 
 
 @pytest.fixture
-def operator(transactional_db):
+def operator(db):
     from django.contrib.auth.models import User
 
     User.objects.create_superuser("op", "op@example.com", "pw")
@@ -44,9 +44,9 @@ def test_admin_pages_show_no_plaintext_or_keys(operator, alice):
         response = operator.get(url)
         assert response.status_code == 200, url
         html = response.content.decode()
-        assert MARKER not in html and wrapped not in html and str(view.id) in html or "datakey" in url \
-            or "tenantencryption" in url
-        assert MARKER not in html and wrapped not in html
+        assert MARKER not in html and wrapped not in html, url
+        if "/conversation/" in url:
+            assert str(view.id) in html  # the page did render the object
 
 
 def test_admin_shred_action_asks_then_shreds(operator, alice, bob):

@@ -140,3 +140,14 @@ def test_authentication_and_scope(alice, plan):
     inference_only = _party("carol", plan, scopes=["inference"])
     error(inference_only.client.get(BASE), 403, "insufficient_scope")
     error(inference_only.client.post(BASE, {}, format="json"), 403, "insufficient_scope")
+
+
+def test_undecryptable_rows_answer_500_without_details(alice):
+    from conversations.models import Message
+
+    conv = create(alice, title=MARKER)["id"]
+    append(alice, conv, ("user", MARKER), ("assistant", "b"))
+    first, second = Message.objects.filter(conversation_id=conv).order_by("seq")
+    Message.objects.filter(pk=second.pk).update(body_ct=first.body_ct)
+    body = error(alice.client.get(f"{BASE}/{conv}/messages"), 500, "decryption_failed")
+    assert body["message"] == "Stored conversation data could not be decrypted." and body["type"] == "server_error"

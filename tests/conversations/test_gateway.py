@@ -229,3 +229,18 @@ def test_requests_without_conversation_are_unchanged(gateway_url, fake_upstream,
             "stream": stream}
     assert post(gateway_url, alice, "/v1/chat/completions", body).status_code == 200
     assert forwarded(fake_upstream) == body["messages"]
+
+
+def test_undecryptable_history_is_500_and_releases_the_lock(gateway_url, fake_upstream, alice):
+    from conversations.models import Message
+
+    conv = new_conversation(gateway_url, alice)
+    assert chat(gateway_url, alice, conv, "one").status_code == 200
+    first, second = Message.objects.filter(conversation_id=conv).order_by("seq")
+    original = second.body_ct
+    Message.objects.filter(pk=second.pk).update(body_ct=first.body_ct)
+    response = chat(gateway_url, alice, conv, "two")
+    assert response.status_code == 500 and response.json()["error"]["code"] == "decryption_failed"
+    assert len(fake_upstream.requests) == 1  # nothing forwarded
+    Message.objects.filter(pk=second.pk).update(body_ct=original)
+    assert chat(gateway_url, alice, conv, "three").status_code == 200  # the lock was released

@@ -52,7 +52,7 @@ def test_lock_on_foreign_or_unknown_conversation_is_404(alice, bob):
     services.conversation_lock(tenant_id=bob.tenant.pk, conversation_id=theirs.id)  # untouched, still free
 
 
-def test_concurrent_appends_get_unique_contiguous_positions(alice):
+def test_concurrent_appends_get_unique_contiguous_positions(transactional_db, alice):
     view = services.conversation_create(tenant_id=alice.tenant.pk)
     workers, per_worker = 4, 5
     barrier, failures = threading.Barrier(workers), []

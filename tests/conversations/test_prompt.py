@@ -95,3 +95,19 @@ def test_loading_stops_once_nothing_older_could_fit(counter):
     fitted = prompt.history_fit(counter=counter, system=[], history_batches=batches(),
                                 new=[{"role": "user", "content": "q"}], budget=300)
     assert fitted.prompt_tokens <= 300 and len(pulled) < 8
+
+
+def test_templates_that_rewrite_content_still_never_exceed_the_budget():
+    payload = tokenizer_payload(512)
+    template = payload["chat_template"].replace("message['content']", "message['content'] | upper")
+    counter = PromptCounter.from_payload({**payload, "chat_template": template})
+    rng = random.Random(3)
+    history = _conversation(rng, 60)
+    new = [{"role": "user", "content": "newest?"}]
+    for budget in (120, 300, 450):
+        fitted = prompt.history_fit(counter=counter, system=[], history_batches=[history[::-1]], new=new,
+                                    budget=budget)
+        assert fitted.prompt_tokens == counter.chat_tokens(fitted.messages) <= budget
+        assert fitted.messages[-1] == new[0]
+        if counter.chat_tokens(history[-2:] + new) <= budget:  # the newest turn fits, so it was kept
+            assert fitted.history_used >= 2

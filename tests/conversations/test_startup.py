@@ -56,8 +56,6 @@ def test_gateway_refuses_to_start_without_keks_when_database_url_is_set(tmp_path
     result = _start({"DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}"}, tmp_path)
     assert result.returncode != 0 and "started" not in result.stdout
     assert "ImproperlyConfigured" in result.stderr and "FAIRWAY_KEKS is not set" in result.stderr
-    bad = _start({"DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}", "FAIRWAY_KEKS": "k1:QUJD"}, tmp_path)
-    assert bad.returncode != 0 and "exactly 32 bytes" in bad.stderr
 
 
 def test_embedded_default_generates_a_development_kek_and_says_so(tmp_path):

@@ -71,9 +71,12 @@ def test_every_seal_uses_a_fresh_nonce(alice):
 def test_ciphertext_moved_to_another_message_row_fails(alice):
     view = _conversation(alice.tenant)
     first, second = Message.objects.filter(conversation_id=view.id).order_by("seq")[:2]
+    assert len(list(selectors.message_history_batches(tenant_id=alice.tenant.pk, conversation_id=view.id))[0]) == 4
     Message.objects.filter(pk=second.pk).update(body_ct=first.body_ct)
     with pytest.raises(crypto.DecryptionError):
         _read_all(alice.tenant, view.id)
+    with pytest.raises(crypto.DecryptionError):  # the per-turn history path checks the same binding
+        list(selectors.message_history_batches(tenant_id=alice.tenant.pk, conversation_id=view.id))
 
 
 def test_ciphertext_moved_to_same_role_other_conversation_fails(alice):
@@ -195,7 +198,8 @@ def test_crypto_shredding_leaves_nothing_decryptable(alice, bob):
     view = _conversation(alice.tenant)
     survivor = _conversation(bob.tenant)
     tenant_id = alice.tenant.pk
-    saved = [(m.conversation_id, m.id, m.role, m.seq, bytes(m.body_ct)) for m in Message.objects.filter(tenant_id=tenant_id)]
+    saved = [(m.conversation_id, m.id, m.role, m.seq, bytes(m.body_ct))
+             for m in Message.objects.filter(tenant_id=tenant_id)]
     result = lifecycle.tenant_shred(tenant=alice.tenant)
     assert (result.data_keys, result.conversations, result.messages) == (1, 1, 4)
     from tenants.models import Tenant
@@ -221,3 +225,17 @@ def test_shred_keep_tenant_then_new_conversations_get_a_new_key(alice):
     view = _conversation(alice.tenant)
     assert bytes(DataKey.objects.get(tenant=alice.tenant).wrapped_key) != old
     assert _read_all(alice.tenant, view.id)[0].metadata == {"k": MARKER}
+
+
+def test_shredding_a_tenant_with_billing_records_keeps_the_row_but_not_the_data(alice):
+    from billing.models import UsageRecord
+    from tenants.models import ApiKey, Tenant
+
+    view = _conversation(alice.tenant)
+    UsageRecord.objects.create(request_id="req_1", tenant=alice.tenant, model="m", endpoint="chat.completions")
+    result = lifecycle.tenant_shred(tenant=alice.tenant)
+    assert not result.tenant_deleted and (result.data_keys, result.conversations) == (1, 1)
+    tenant = Tenant.objects.get(pk=alice.tenant.pk)  # kept: invoices must survive
+    assert tenant.status == Tenant.Status.SUSPENDED
+    assert not ApiKey.objects.filter(tenant=tenant, revoked_at__isnull=True).exists()
+    assert not DataKey.objects.filter(tenant=tenant).exists() and not Conversation.objects.filter(pk=view.id).exists()

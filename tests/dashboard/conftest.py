@@ -72,6 +72,22 @@ def nonstaff_client(client, django_user_model):
     return client
 
 
+def release_executor_db_connections() -> None:
+    """Close the database connection of asgiref's shared sync thread. Async ORM calls made outside an
+    HTTP request (socket consumers) run there and keep their connection, which would stop pytest from
+    dropping a PostgreSQL test database."""
+    from asgiref.sync import SyncToAsync
+    from django.db import connections
+
+    SyncToAsync.single_thread_executor.submit(connections.close_all).result(timeout=10)
+
+
+@pytest.fixture
+def executor_db_released():
+    yield
+    release_executor_db_connections()
+
+
 def seed_usage(tenant, *, at: datetime, count: int = 1, status: str = "ok", api_key=None, prompt: int = 100,
                completion: int = 50, cost: str = "0.010", reason: str = "", model: str = "fake-model") -> list:
     """Finalised usage records as the gateway writes them (bulk: one query)."""

@@ -15,7 +15,7 @@ from dashboard import live
 from tests.support.fake_live_inference import FakeLiveInference
 from tests.support.servers import free_port, serve_in_thread
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("executor_db_released")]
 
 
 @pytest.fixture
@@ -137,3 +137,19 @@ def test_one_poller_per_fleet_holds_the_lease():
         assert await second._hold_lease(3)
 
     asyncio.run(scenario())
+
+
+def test_socket_closes_once_the_session_no_longer_allows_it(gateway, client, operator, monkeypatch):
+    from websockets.exceptions import ConnectionClosed
+
+    from dashboard import consumers
+
+    monkeypatch.setattr(consumers, "SESSION_RECHECK_S", 0.0)
+    with _ws(gateway, cookie=_session(client, operator)) as socket:
+        assert json.loads(socket.recv(timeout=5))["up"]
+        json.loads(socket.recv(timeout=5))  # still fine while the session is valid
+        client.logout()  # deletes the session row
+        with pytest.raises(ConnectionClosed) as closed:
+            for _ in range(10):
+                socket.recv(timeout=5)
+    assert closed.value.rcvd.code == 4403

@@ -1,5 +1,6 @@
 """Overview and tenant pages show the seeded usage, with a fixed number of queries."""
 
+import asyncio
 import json
 from datetime import timedelta
 
@@ -95,24 +96,34 @@ def test_tenant_page(op_client, acme, acme_key, django_assert_max_num_queries):
     assert acme_key.api_key.secret_hash not in html and acme_key.plaintext not in html
     assert "tenant.change_weight" in html  # the tenant's operator actions
     assert "/dashboard/tenants/acme/usage.csv" in html
+    invoice = Invoice.objects.get(number="INV-ACME-1")
+    assert f"/admin/billing/invoice/{invoice.pk}/download.pdf" in html
 
 
 def test_tenant_page_for_unknown_slug_is_404(op_client, db):
     assert op_client.get("/dashboard/tenants/nobody/").status_code == 404
 
 
-def test_usage_csv(op_client, acme, acme_key):
+@pytest.mark.django_db(transaction=True)  # fetched through the ASGI handler, in another thread
+def test_usage_csv_streams_this_or_another_month(operator, acme, acme_key, executor_db_released):
+    from django.test import AsyncClient
+
+    async def fetch(url: str):
+        client = AsyncClient()
+        await client.aforce_login(operator)
+        response = await client.get(url)
+        body = b"".join([chunk async for chunk in response.streaming_content]) if response.streaming else b""
+        return response, body.decode()
+
     seed_usage(acme, at=hours_ago(0.01), count=2, api_key=acme_key.api_key)
-    response = op_client.get("/dashboard/tenants/acme/usage.csv")
-    assert response["Content-Type"] == "text/csv"
-    assert 'filename="acme-usage-' in response["Content-Disposition"]
-    lines = b"".join(response.streaming_content).decode().splitlines()
+    response, body = asyncio.run(fetch("/dashboard/tenants/acme/usage.csv"))
+    assert response["Content-Type"] == "text/csv" and 'filename="acme-usage-' in response["Content-Disposition"]
+    lines = body.splitlines()
     assert lines[0].startswith("created_at,request_id,key_id") and len(lines) == 3
     assert acme_key.api_key.key_id in lines[1]
-    assert op_client.get("/dashboard/tenants/acme/usage.csv?month=nope").status_code == 404
+    assert asyncio.run(fetch("/dashboard/tenants/acme/usage.csv?month=nope"))[0].status_code == 404
     last_year = (timezone.now() - timedelta(days=400)).strftime("%Y-%m")
-    other = b"".join(op_client.get(f"/dashboard/tenants/acme/usage.csv?month={last_year}").streaming_content)
-    assert len(other.decode().splitlines()) == 1
+    assert len(asyncio.run(fetch(f"/dashboard/tenants/acme/usage.csv?month={last_year}"))[1].splitlines()) == 1
 
 
 def test_pages_render_at_phone_width_markup(op_client, acme):

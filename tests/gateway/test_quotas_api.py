@@ -184,3 +184,25 @@ def test_quota_store_unreachable_fails_closed(gateway, fake_llm, make_key, setti
     assert response.status_code == 503 and response.json()["error"]["code"] == "quota_unavailable"
     assert response.headers["Retry-After"] and fake_llm.requests == []
     assert "refusing to spend" in caplog.text
+
+
+def test_long_request_renews_its_lease_and_checkpoints_delivered_tokens(gateway, fake_llm, make_key, settings):
+    from billing.models import UsageRecord
+
+    settings.FAIRWAY_QUOTA_RENEW_SECONDS = 0.05
+    fake_llm.script.tokens = ["tok"] * 40
+    fake_llm.script.token_delay = 0.02
+    issued = make_key()
+    body = {"model": MODEL, "messages": HI, "max_tokens": 40, "stream": True}
+    with httpx.stream("POST", gateway + "/v1/chat/completions", json=body, timeout=10,
+                      headers={"Authorization": f"Bearer {issued.plaintext}"}) as response:
+        request_id = response.headers["x-request-id"]
+        lines = response.iter_lines()
+        opened = UsageRecord.objects.get(pk=request_id)
+        checkpointed = wait_for(lambda: UsageRecord.objects.filter(pk=request_id, status="pending",
+                                                                   completion_tokens__gt=0).first())
+        assert checkpointed and checkpointed.lease_expires_at > opened.lease_expires_at
+        assert checkpointed.prompt_tokens == prompt_tokens()  # what a crash right now would bill
+        list(lines)
+    final = record(request_id, "ok")
+    assert final.completion_tokens == 40 and final.lease_expires_at is None

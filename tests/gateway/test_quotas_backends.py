@@ -123,3 +123,10 @@ async def test_redis_unreachable_fails_closed(tenant_id, caplog):
         await reserve(dead, tenant_id, "r", 1, limits())
     assert caught.value.status == 503 and caught.value.retry_after
     assert "refusing to spend" in caplog.text
+
+
+def test_reset_durations_in_openais_format():
+    from gateway.quotas.headers import format_reset
+
+    cases = {0.0004: "1ms", 0.02: "20ms", 1: "1s", 59.2: "1m0s", 360: "6m0s", 3661: "1h1m1s"}
+    assert {seconds: format_reset(seconds) for seconds in cases} == cases

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections import Counter, defaultdict, deque
+from collections import Counter, deque
 
 from inference import protocol
 from tests.support.fake_inference import MODEL, FakeInferenceService, FakeScript, _json

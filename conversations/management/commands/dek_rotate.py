@@ -21,7 +21,8 @@ class Command(BaseCommand):
     def handle(self, *args, tenant, all, batch_size, settle, **opts):
         if batch_size < 1:
             raise CommandError("--batch-size must be positive.")
-        tenants = [tenant_by_slug(tenant)] if tenant else list(Tenant.objects.filter(data_keys__isnull=False).distinct())
+        tenants = ([tenant_by_slug(tenant)] if tenant else
+                   list(Tenant.objects.filter(data_keys__isnull=False).distinct()))
         for item in tenants:
             result = lifecycle.datakey_rotate(tenant_id=item.pk, batch_size=batch_size, settle_seconds=settle)
             self.stdout.write(f"{item.slug}: now DEK v{result.version}; re-encrypted {result.conversations} "

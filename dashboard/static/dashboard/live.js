@@ -3,7 +3,7 @@
 (function () {
   "use strict";
   var HISTORY = 120;
-  var root, socket, retry = 0, tpsChart, tenantChart, lastUp = null;
+  var root, socket, retry = 0, tpsChart, tenantChart, lastUp = null, lastMessage = 0;
 
   function $(id) { return document.getElementById(id); }
   function text(id, value) { var el = $(id); if (el) { el.textContent = value; } }
@@ -76,11 +76,20 @@
     });
   }
 
+  function pushTps(at, value) {
+    if (!tpsChart) { return; }
+    var d = tpsChart.data;
+    d.labels.push(new Date(at).toLocaleTimeString()); d.datasets[0].data.push(value);
+    if (d.labels.length > HISTORY) { d.labels.shift(); d.datasets[0].data.shift(); }
+    tpsChart.update("none");
+  }
+
   function render(s) {
     text("live-at", new Date(s.at).toLocaleTimeString());
     replicaRows(s.replicas);
     if (!s.up) {
       setState("down", "DOWN");
+      pushTps(s.at, null);  // a gap in the line, not a fake zero
       banner("The inference service is DOWN (" + s.error + ") since " + (lastUp ? lastUp.toLocaleTimeString() : "the page opened") +
              ". Showing the last values received; retrying every second.");
       return;
@@ -98,10 +107,7 @@
     text("live-policy", s.policy ? "· policy " + s.policy : "");
     tenantRows(s.tenants);
     if (tpsChart) {
-      var d = tpsChart.data;
-      d.labels.push(new Date(s.at).toLocaleTimeString()); d.datasets[0].data.push(s.tokens_per_s);
-      if (d.labels.length > HISTORY) { d.labels.shift(); d.datasets[0].data.shift(); }
-      tpsChart.update("none");
+      pushTps(s.at, s.tokens_per_s);
       tenantChart.data.labels = s.tenants.map(function (t) { return t.slug; });
       tenantChart.data.datasets[0].data = s.tenants.map(function (t) { return t.running; });
       tenantChart.data.datasets[1].data = s.tenants.map(function (t) { return t.queued; });
@@ -113,21 +119,31 @@
   function connect() {
     var scheme = location.protocol === "https:" ? "wss://" : "ws://";
     socket = new WebSocket(scheme + location.host + root.dataset.wsPath);
-    socket.onopen = function () { retry = 0; };
-    socket.onmessage = function (event) { render(JSON.parse(event.data)); };
+    socket.onopen = function () { retry = 0; lastMessage = Date.now(); };
+    socket.onmessage = function (event) { lastMessage = Date.now(); render(JSON.parse(event.data)); };
     socket.onclose = function (event) {
-      if (event.code === 4403 || event.code === 1006 && retry > 5) {
-        setState("down", "NO CONNECTION");
-      } else { setState("connecting", "reconnecting…"); }
+      if (event.code === 4403) {  // signed out or no longer staff: reconnecting would not help
+        setState("down", "SIGNED OUT");
+        banner("Your session no longer allows the live view. Sign in again to continue.");
+        return;
+      }
+      setState(retry > 5 ? "down" : "connecting", retry > 5 ? "NO CONNECTION" : "reconnecting…");
       banner("Lost the connection to the gateway; reconnecting…");
       retry += 1;
       setTimeout(connect, Math.min(10000, 500 * Math.pow(2, Math.min(retry, 5))));
     };
   }
 
+  // A socket that stays open but silent (a dropped group membership, a stuck proxy) is replaced.
+  function watchdog() {
+    var limit = Math.max(5000, 5000 * parseFloat(root.dataset.interval || "1"));
+    if (socket && socket.readyState === WebSocket.OPEN && Date.now() - lastMessage > limit) { socket.close(); }
+  }
+
   document.addEventListener("DOMContentLoaded", function () {
     root = $("live");
     charts();
     connect();
+    setInterval(watchdog, 1000);
   });
 })();

@@ -21,6 +21,7 @@ from pathlib import Path
 import redis.asyncio as aioredis
 from django.conf import settings
 from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.retry import Retry
 
@@ -37,13 +38,34 @@ SCRIPTS = ("reserve", "settle", "renew", "rebuild")
 MINUTE_TTL_S = 120
 STATE_TTL_S = 3 * 86400  # holds of an idle tenant vanish eventually
 MONTH_GRACE_S = 7 * 86400  # month counters outlive their month (late settles of long requests)
+POOL_SIZE = 64  # connections per process (event loop) to the quota Redis
+POOL_WAIT_S = 5.0
 
 
 @dataclass
 class _Conn:
-    client: aioredis.Redis
+    client: aioredis.Redis | None
     scripts: dict
     epoch: str  # the server's run_id: a restart starts a fresh key namespace
+
+
+def _epoch_check(conn: _Conn):
+    """On every new connection: learn the server's run_id. If it changed, Redis restarted (possibly
+    from an old snapshot): switch this process to the new key namespace and fail the command that
+    opened the connection, so it is retried there instead of running on stale counters."""
+    async def on_connect(connection) -> None:
+        await connection.on_connect_check_health(check_health=True)
+        await connection.send_command("INFO", "server")
+        info = await connection.read_response()
+        text = info.decode() if isinstance(info, bytes) else str(info)
+        run_id = next(line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("run_id:"))[:12]
+        if conn.epoch and run_id != conn.epoch:
+            conn.epoch = run_id
+            logger.warning("quota redis restarted (run_id changed); counters will be rebuilt from PostgreSQL")
+            raise RedisConnectionError("quota redis restarted")
+        conn.epoch = run_id
+
+    return on_connect
 
 
 def _keys(epoch: str, tenant_id: str, month: int, minute: int) -> list[str]:
@@ -67,48 +89,45 @@ class RedisQuotaBackend(QuotaBackend):
         loop = asyncio.get_running_loop()
         conn = self._conns.get(loop)
         if conn is None:
-            # No client-side retries: a retried script could count twice. We decide below.
-            client = aioredis.Redis.from_url(self.url, socket_connect_timeout=1.0, socket_timeout=2.0,
-                                             retry=Retry(NoBackoff(), 0), health_check_interval=30)
-            try:
-                run_id = (await client.info("server"))["run_id"]
-            except RedisError:
-                await client.aclose()
-                raise
-            conn = _Conn(client, {name: client.register_script(src) for name, src in self._sources.items()},
-                         run_id[:12])
-            self._conns.setdefault(loop, conn)
-            conn = self._conns[loop]
+            conn = _Conn(client=None, scripts={}, epoch="")
+            # Bounded pool: a burst waits for a connection instead of opening hundreds. No client-side
+            # retries: a retried script could count twice; _run decides what may be retried.
+            pool = aioredis.BlockingConnectionPool.from_url(
+                self.url, max_connections=POOL_SIZE, timeout=POOL_WAIT_S, socket_connect_timeout=2.0,
+                socket_timeout=3.0, retry=Retry(NoBackoff(), 0), health_check_interval=30,
+                redis_connect_func=_epoch_check(conn))
+            conn.client = aioredis.Redis(connection_pool=pool)
+            conn.scripts = {name: conn.client.register_script(src) for name, src in self._sources.items()}
+            await conn.client.ping()  # connects, which sets the epoch
+            conn = self._conns.setdefault(loop, conn)
         return conn
 
-    def _drop(self, conn: _Conn) -> None:
-        loop = asyncio.get_running_loop()
-        if self._conns.get(loop) is conn:
-            del self._conns[loop]
-        loop.create_task(conn.client.aclose())
+    @staticmethod
+    async def _run_id(client: aioredis.Redis) -> str:
+        return (await client.info("server"))["run_id"][:12]
 
     async def _run(self, name: str, keys_for, args: list):
-        """Run one script. After a connection error it is retried only if Redis restarted (new run_id):
-        whatever the first attempt did went with the old data, so nothing can count twice."""
+        """Run one script. After an error it is retried only if Redis restarted meanwhile (new run_id):
+        whatever the failed attempt did went with the old data, so nothing can count twice."""
         try:
             conn = await self._conn()
         except RedisError as exc:
             raise self._unavailable(exc) from exc
+        epoch = conn.epoch
         try:
-            return await conn.scripts[name](keys=keys_for(conn.epoch), args=args)
+            return await conn.scripts[name](keys=keys_for(epoch), args=args)
         except RedisError as exc:
-            self._drop(conn)
             try:
-                fresh = await self._conn()
+                run_id = await self._run_id(conn.client)
             except RedisError:
                 raise self._unavailable(exc) from exc
-            if fresh.epoch == conn.epoch:
+            if run_id == epoch:
                 raise self._unavailable(exc) from exc
-            logger.warning("quota redis restarted (run_id changed); counters will be rebuilt from PostgreSQL")
+            if conn.epoch == epoch:  # (usually the connect hook already switched)
+                conn.epoch = run_id
             try:
-                return await fresh.scripts[name](keys=keys_for(fresh.epoch), args=args)
+                return await conn.scripts[name](keys=keys_for(conn.epoch), args=args)
             except RedisError as again:
-                self._drop(fresh)
                 raise self._unavailable(again) from again
 
     @staticmethod
