@@ -87,8 +87,12 @@ class TenantEncryptionAdmin(ReadOnlyAdmin):
             return TemplateResponse(request, "admin/conversations/shred_confirmation.html", {
                 **self.admin_site.each_context(request), "title": "Crypto-shred tenants?", "tenants": queryset,
                 "action_checkbox_name": admin.helpers.ACTION_CHECKBOX_NAME, "opts": self.model._meta})
+        from audit.actor import Actor
+        from tenants.services import tenant_delete
+
         for tenant in list(queryset):
-            result = lifecycle.tenant_shred(tenant=tenant)
+            # Through the tenants service so the deletion is audited (same transaction) like everywhere else.
+            result = tenant_delete(tenant=tenant, confirm_slug=tenant.slug, actor=Actor.from_request(request))
             kept = "" if result.tenant_deleted else "; tenant kept for billing records, suspended"
             self.message_user(request, f"{tenant.slug}: shredded ({result.data_keys} keys destroyed, "
                                        f"{result.conversations} conversations deleted{kept}).", messages.SUCCESS)

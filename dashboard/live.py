@@ -43,10 +43,11 @@ def _client() -> httpx.AsyncClient:
     return _clients[loop]
 
 
-def replica_urls() -> list[str]:
-    """The static replica list the gateway routes to (FAIRWAY_INFERENCE_URLS, else FAIRWAY_INFERENCE_URL)."""
-    urls = getattr(settings, "FAIRWAY_INFERENCE_URLS", None) or [settings.FAIRWAY_INFERENCE_URL]
-    return [url.rstrip("/") for url in urls]
+async def replica_urls() -> list[str]:
+    """The replicas the gateway routes to: the static list and those registered in Redis."""
+    from gateway.upstream import known_replica_urls
+
+    return await known_replica_urls()
 
 
 async def health_fetch(url: str) -> dict:
@@ -120,7 +121,7 @@ async def live_snapshot() -> dict:
     """The whole service now: totals over the replicas that answer, per-tenant fair-share state, and
     each replica's own line. `up` is false (with a short reason) when none answers."""
     at = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    replicas = await asyncio.gather(*(_replica(url) for url in replica_urls()))
+    replicas = await asyncio.gather(*(_replica(url) for url in await replica_urls()))
     live = [r for r in replicas if r["up"]]
     if not live:
         reason = replicas[0]["error"] if len(replicas) == 1 else f"all {len(replicas)} replicas down"

@@ -207,3 +207,11 @@ async def prompt_counter(model: str):
         counter = PromptCounter.from_payload(response.json())
         _counters[model] = counter
     return counter
+
+
+async def known_replica_urls() -> list[str]:
+    """Every replica this process knows of (static list and Redis registry), healthy or not."""
+    directory = _directory()
+    await directory.refresh(_client())
+    registered = sorted(url for url in directory.replicas if url not in directory.static_urls)
+    return directory.static_urls + registered  # configured order first

@@ -21,7 +21,9 @@ class Command(BaseCommand):
         if keep_tenant:
             result = lifecycle.tenant_conversations_shred(tenant_id=tenant.pk)
         else:
-            result = lifecycle.tenant_shred(tenant=tenant)
+            from tenants.services import tenant_delete
+
+            result = tenant_delete(tenant=tenant, confirm_slug=tenant.slug)  # audited as "system"
         self.stdout.write(f"shredded {slug}: {result.data_keys} data key(s) destroyed, {result.conversations} "
                           f"conversation(s) and {result.messages} message(s) deleted"
                           + ("" if keep_tenant else "; tenant deleted" if result.tenant_deleted else

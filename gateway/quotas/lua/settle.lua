@@ -3,19 +3,17 @@
 -- KEYS[2] minute counter of the hold's minute  fw:q:{T}:w:<epoch minute>
 -- KEYS[3] live holds (zset)  KEYS[4] hold details (hash "tokens|spent|month|minute")
 -- ARGV[1] request_id  ARGV[2] spent (tokens billed for the request)
--- The counters move by (spent - tokens the hold still counts). A hold that is missing was lost with
--- Redis' data after being counted nowhere, so all of `spent` is added. A missing counter is left
--- alone: the next reserve rebuilds it from PostgreSQL, which already has this request.
+-- The counters move by (spent - tokens the hold still counts). No hold means nothing to do: it was
+-- settled already, or Redis lost it and the rebuild from PostgreSQL counted the request itself
+-- (as a hold while pending, as billed tokens once final). A missing counter is left alone too.
 -- Returns the delta applied.
-local spent = tonumber(ARGV[2])
 local hold = redis.call('HGET', KEYS[4], ARGV[1])
-local counted = 0
-if hold then
-  counted = tonumber(string.match(hold, '^(%d+)|'))
-end
 redis.call('ZREM', KEYS[3], ARGV[1])
+if not hold then
+  return 0
+end
 redis.call('HDEL', KEYS[4], ARGV[1])
-local delta = spent - counted
+local delta = tonumber(ARGV[2]) - tonumber(string.match(hold, '^(%d+)|'))
 if delta ~= 0 then
   if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('INCRBY', KEYS[1], delta) end
   if redis.call('EXISTS', KEYS[2]) == 1 then redis.call('INCRBY', KEYS[2], delta) end
