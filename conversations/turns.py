@@ -25,6 +25,7 @@ from django.conf import settings
 
 from gateway import upstream
 from gateway.errors import invalid_request
+from gateway.sse import DONE
 from gateway.validation import ChatRequest
 from tenants.authentication import require_scope
 
@@ -32,6 +33,7 @@ from . import crypto, errors, prompt, rules, selectors, services
 
 logger = logging.getLogger("fairway.conversations")
 FIELD = "conversation"
+FINAL_ERROR = b'data: {"error"'  # the in-stream error event that ends a failed stream
 MAX_HOLD_SECONDS = 3600  # renewals stop after this, even if a turn is never finished
 
 
@@ -149,6 +151,10 @@ def turn_stream(*, turn: Turn | None, run):
     async def stream_then_store():
         try:
             async for chunk in stream:
+                if chunk == DONE or chunk.startswith(FINAL_ERROR):
+                    # Store (and unlock) before the client sees the end of the stream, so a client that
+                    # sends its next turn as soon as this one ends never finds the conversation busy.
+                    await turn_finish(turn=turn, outcome=run.outcome)
                 yield chunk
         finally:
             await stream.aclose()  # settles run.outcome (ok / error / cancelled) first

@@ -244,3 +244,29 @@ def test_undecryptable_history_is_500_and_releases_the_lock(gateway_url, fake_up
     assert len(fake_upstream.requests) == 1  # nothing forwarded
     Message.objects.filter(pk=second.pk).update(body_ct=original)
     assert chat(gateway_url, alice, conv, "three").status_code == 200  # the lock was released
+
+
+def test_streamed_turn_is_stored_and_unlocked_before_done(gateway_url, fake_upstream, alice, monkeypatch):
+    """A client that sends its next turn the moment it reads [DONE] must never get 409."""
+    from conversations import services
+
+    append = services.message_append
+
+    def slow_append(**kwargs):  # widen the race: storing the turn takes a while
+        time.sleep(0.5)
+        return append(**kwargs)
+
+    monkeypatch.setattr(services, "message_append", slow_append)
+    conv = new_conversation(gateway_url, alice)
+    body = {"model": MODEL, "messages": [{"role": "user", "content": "first"}], "conversation": conv,
+            "stream": True, "max_tokens": 16}
+    with httpx.stream("POST", gateway_url + "/v1/chat/completions", json=body, timeout=20,
+                      headers={"Authorization": f"Bearer {alice.key}"}) as response:
+        for line in response.iter_lines():
+            if line == "data: [DONE]":
+                # Still inside the first response: the turn is already stored and the lock free.
+                assert [c for _, c in stored(gateway_url, alice, conv)] == ["first", REPLY]
+                assert chat(gateway_url, alice, conv, "second", max_tokens=16).status_code == 200
+                break
+        else:
+            raise AssertionError("stream ended without [DONE]")
