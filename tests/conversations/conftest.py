@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import copy
-import uuid
 from dataclasses import dataclass
 
 import pytest
+
+from tests.support.isolation import cache_isolate, fake_upstream_serving
 from rest_framework.test import APIClient
 
 from conversations import crypto, keystore
-from gateway import upstream
-from tests.support.fake_inference import FakeInferenceService, FakeScript
+from tests.support.fake_inference import FakeScript
 from tests.support.servers import serve_in_thread
 
 MARKER = "PLAINTEXT-MARKER-9f2c41"  # planted in every piece of content; must never appear at rest
@@ -20,12 +19,7 @@ MARKER = "PLAINTEXT-MARKER-9f2c41"  # planted in every piece of content; must ne
 @pytest.fixture(autouse=True)
 def _isolation(settings):
     """A fresh cache namespace (never flush a shared Redis), a fresh KEK and an empty DEK cache."""
-    caches = copy.deepcopy(settings.CACHES)
-    prefix = f"test-{uuid.uuid4().hex}"
-    caches["default"]["KEY_PREFIX"] = prefix
-    if caches["default"]["BACKEND"].endswith("LocMemCache"):
-        caches["default"]["LOCATION"] = prefix
-    settings.CACHES = caches
+    cache_isolate(settings)
     settings.FAIRWAY_KEKS = crypto.kek_generate_line("t1")
     keystore.cache_evict()
     yield
@@ -71,13 +65,8 @@ def bob(plan) -> Party:
 @pytest.fixture
 def fake_upstream(settings):
     """The FAKE inference service (scripted tokens, tiny tokenizer, context 512) on a real socket."""
-    service = FakeInferenceService(FakeScript(tokens=["Hello", " ", MARKER, "!"]))
-    with serve_in_thread(service) as url:
-        settings.FAIRWAY_INFERENCE_URL = url
-        settings.FAIRWAY_INFERENCE_TOKEN = service.script.token
-        upstream.reset()
+    with fake_upstream_serving(settings, FakeScript(tokens=["Hello", " ", MARKER, "!"])) as service:
         yield service
-    upstream.reset()
 
 
 @pytest.fixture

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import copy
 import itertools
-import uuid
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 
 import pytest
+
+from tests.support.isolation import cache_isolate
 
 from tenants import services
 
@@ -19,12 +19,7 @@ _ids = itertools.count()
 @pytest.fixture(autouse=True)
 def _isolated_cache(settings):
     """A fresh cache namespace per test, without flushing a Redis that other suites may share."""
-    caches = copy.deepcopy(settings.CACHES)
-    prefix = f"test-{uuid.uuid4().hex}"
-    caches["default"]["KEY_PREFIX"] = prefix
-    if caches["default"]["BACKEND"].endswith("LocMemCache"):
-        caches["default"]["LOCATION"] = prefix
-    settings.CACHES = caches
+    cache_isolate(settings)
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]  # tests only: PBKDF2 is slow
     from conversations import keystore
 

@@ -1,10 +1,10 @@
 """Fixtures for the tenants tests: an isolated cache per test, a fake clock, a plan/tenant/key."""
 
-import copy
-import uuid
 from datetime import datetime, timedelta, timezone
 
 import pytest
+
+from tests.support.isolation import cache_isolate
 
 from tenants import authentication, services
 
@@ -12,12 +12,7 @@ from tenants import authentication, services
 @pytest.fixture(autouse=True)
 def _isolated_cache(settings):
     """A fresh cache namespace per test, without flushing a Redis that other suites may share."""
-    caches = copy.deepcopy(settings.CACHES)
-    prefix = f"test-{uuid.uuid4().hex}"
-    caches["default"]["KEY_PREFIX"] = prefix
-    if caches["default"]["BACKEND"].endswith("LocMemCache"):
-        caches["default"]["LOCATION"] = prefix
-    settings.CACHES = caches
+    cache_isolate(settings)
 
 
 class Clock:
