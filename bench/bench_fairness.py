@@ -108,9 +108,10 @@ def main():
     parser = base_args(__doc__)
     parser.add_argument("--window", type=float, default=30.0)
     parser.add_argument("--warmup", type=float, default=8.0)
+    parser.add_argument("--split-only", action="store_true", help="skip the TTFT part")
     args = parser.parse_args()
     model, tokenizer = setup(args)
-    for cap in (32, 16):  # 32: the flood fits in the batch; 16: the flood also queues
+    for cap in () if args.split_only else (32, 16):  # 32: the flood fits in the batch; 16: the flood also queues
         for policy in ("vtc", "fcfs"):
             engine = new_engine(model, tokenizer, max_num_seqs=cap, policy=policy)
             try:

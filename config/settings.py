@@ -189,6 +189,8 @@ FAIRWAY_ENGINE = {
         "max_queue_total": os.environ.get("FAIRWAY_MAX_QUEUE_TOTAL"),
         "max_queue_wait_s": os.environ.get("FAIRWAY_MAX_QUEUE_WAIT"),
         "policy": os.environ.get("FAIRWAY_SCHEDULER_POLICY"),
+        "batch_invariant": os.environ.get("FAIRWAY_BATCH_INVARIANT"),
+        "max_model_len": os.environ.get("FAIRWAY_MAX_MODEL_LEN"),
     }.items()
     if value not in (None, "")
 }

@@ -14,15 +14,21 @@ logger = logging.getLogger("fairway.inference")
 def engine_config(overrides: dict):
     from .engine.engine import EngineConfig
 
-    known = {field.name: field.type for field in fields(EngineConfig)}
-    values = {}
-    for name, raw in overrides.items():
-        default = getattr(EngineConfig(), name)
-        values[name] = type(default)(raw) if default is not None and not isinstance(raw, type(default)) else raw
-    unknown = set(values) - set(known)
+    defaults = EngineConfig()
+    known = {field.name for field in fields(EngineConfig)}
+    unknown = set(overrides) - known
     if unknown:
         raise RuntimeError(f"Unknown engine settings: {sorted(unknown)}")
-    return EngineConfig(**values)
+    return EngineConfig(**{name: _coerce(raw, getattr(defaults, name)) for name, raw in overrides.items()})
+
+
+def _coerce(raw, default):
+    """Settings arrive as strings from the environment; give them the type of the engine's default."""
+    if default is None or isinstance(raw, type(default)):
+        return raw
+    if isinstance(default, bool):
+        return str(raw).strip().lower() in {"1", "true", "yes", "on"}
+    return type(default)(raw)
 
 
 def build_service(*, model_path: str):
