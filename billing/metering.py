@@ -18,8 +18,6 @@ from django.db import connection, transaction
 from billing.models import COST_PLACES, IdempotencyKey, UsageRecord
 
 _QUANTUM = Decimal(1).scaleb(-COST_PLACES)
-_FINAL_FIELDS = ["status", "reason", "prompt_tokens", "completion_tokens", "ttft_s", "duration_s", "cost",
-                 "finalised_at", "lease_expires_at"]
 
 
 def usage_cost(*, prompt_tokens: int, completion_tokens: int, price_per_1k_input_tokens: Decimal,
@@ -110,13 +108,13 @@ def _record(op: UsageOpen) -> UsageRecord:
                        lease_expires_at=op.lease_expires_at, finalised_at=op.created_at if op.rejected else None)
 
 
-def _finalised(op: UsageFinal) -> UsageRecord:
+def _final_values(op: UsageFinal) -> dict:
     cost = usage_cost(prompt_tokens=op.prompt_tokens, completion_tokens=op.completion_tokens,
                       price_per_1k_input_tokens=op.price_per_1k_input_tokens,
                       price_per_1k_output_tokens=op.price_per_1k_output_tokens)
-    return UsageRecord(request_id=op.request_id, status=op.status, reason=op.reason, prompt_tokens=op.prompt_tokens,
-                       completion_tokens=op.completion_tokens, ttft_s=op.ttft_s, duration_s=op.duration_s, cost=cost,
-                       finalised_at=op.finalised_at, lease_expires_at=None)
+    return dict(status=op.status, reason=op.reason, prompt_tokens=op.prompt_tokens,
+                completion_tokens=op.completion_tokens, ttft_s=op.ttft_s, duration_s=op.duration_s, cost=cost,
+                finalised_at=op.finalised_at, lease_expires_at=None)
 
 
 def usage_write_batch(*, ops: list) -> None:
@@ -147,13 +145,15 @@ def usage_write_batch(*, ops: list) -> None:
                 cursor.execute("SET LOCAL synchronous_commit TO OFF")
         if opens:
             UsageRecord.objects.bulk_create(opens)
-        if checkpoints:
-            pending.bulk_update([UsageRecord(request_id=op.request_id, prompt_tokens=op.prompt_tokens,
-                                             completion_tokens=op.completion_tokens,
-                                             lease_expires_at=op.lease_expires_at) for op in checkpoints.values()],
-                                ["prompt_tokens", "completion_tokens", "lease_expires_at"])
-        if final_ops and pending.bulk_update([_finalised(op) for op in final_ops], _FINAL_FIELDS) < len(final_ops):
-            _recreate_lost_opens(final_ops)
+        # One plain UPDATE per row: Django's bulk_update builds CASE expressions whose compilation
+        # costs ~10x a simple update, and batches here are small (what queued during one commit).
+        for op in checkpoints.values():
+            pending.filter(pk=op.request_id).update(prompt_tokens=op.prompt_tokens,
+                                                    completion_tokens=op.completion_tokens,
+                                                    lease_expires_at=op.lease_expires_at)
+        lost = [op for op in final_ops if not pending.filter(pk=op.request_id).update(**_final_values(op))]
+        if lost:
+            _recreate_lost_opens(lost)
         for op in ops:
             if isinstance(op, IdempotencyDone):
                 _idempotency_done(op)
@@ -163,15 +163,15 @@ def usage_write_batch(*, ops: list) -> None:
 
 
 def _recreate_lost_opens(final_ops: list[UsageFinal]) -> None:
+    """Finals that updated nothing: already final (fine), or their open row was lost (recreate it)."""
     ids = {op.request_id for op in final_ops}
     present = set(UsageRecord.objects.filter(pk__in=ids).values_list("pk", flat=True))
     lost = [op for op in final_ops if op.request_id not in present and op.opened is not None]
     records = []
     for op in lost:
         record = _record(op.opened)
-        finalised = _finalised(op)
-        for name in _FINAL_FIELDS:
-            setattr(record, name, getattr(finalised, name))
+        for name, value in _final_values(op).items():
+            setattr(record, name, value)
         records.append(record)
     UsageRecord.objects.bulk_create(records)
 

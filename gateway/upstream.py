@@ -149,9 +149,11 @@ async def _stream_from(replica: Replica, chat: bool, payload: dict, tenant_id: s
                                     headers=headers) as response:
             if response.status_code != 200:
                 raise _relayed_error(response.status_code, await response.aread(), response.headers)
+            done = False
             async for data in aiter_sse_data(response.aiter_lines()):
-                if data == "[DONE]":
-                    return
+                if data == "[DONE]":  # read on to the end of the body: an unfinished response closes the
+                    done = True       # connection instead of returning it to the pool (a TCP connect per request)
+                    continue
                 event = json.loads(data)
                 if "error" in event:
                     error = event["error"]
@@ -159,6 +161,8 @@ async def _stream_from(replica: Replica, chat: bool, payload: dict, tenant_id: s
                                               code=error.get("code") or "upstream_error", type="server_error")
                 started = True
                 yield _event(event)
+            if done:
+                return
             raise UpstreamStreamError(502, "The inference service ended the stream early.", code="upstream_error")
     except httpx.TransportError as exc:
         if started:

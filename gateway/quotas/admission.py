@@ -16,6 +16,7 @@ import logging
 import math
 import time
 from datetime import timedelta
+from types import SimpleNamespace
 
 from django.conf import settings
 
@@ -137,26 +138,24 @@ async def admission_open(*, request, principal, parsed, claim=None) -> "Admissio
                                    lease_s=settings.FAIRWAY_QUOTA_LEASE_SECONDS)
     state.tokens = result.window
     if isinstance(result, RateLimited):
-        usage_rejected(request=request, principal=principal, reason=result.reason, parsed=parsed, reserved=hold.tokens)
+        usage_rejected(request=request, principal=principal, reason=result.reason, parsed=parsed,
+                       reserved=hold.tokens)
         raise _refused(result)
     opened = _open_op(principal=principal, request_id=hold.request_id, model=parsed.model,
                       endpoint=endpoint_of(parsed), stream=parsed.stream, reserved=hold.tokens, now=now)
     admission = Admission(principal=principal, hold=hold, prompt_tokens=prompt_tokens, claim=claim, opened=opened)
     try:
         await usage_writer().write(opened)
-    except Exception as exc:
+    except BaseException as exc:  # not forwarded: release the hold, close the record (in the background)
+        cancelled = isinstance(exc, asyncio.CancelledError)
+        admission.finish(SimpleNamespace(status="cancelled" if cancelled else "error", prompt_tokens=0,
+                                         completion_tokens=0, ttft_s=None))
+        if cancelled:
+            raise
         logger.error("usage record could not be opened (%s): refusing to forward", type(exc).__name__)
-        await _quietly(backend.settle(hold=hold, spent=0, now=periods.now()))
         raise QuotaUnavailable("usage cannot be recorded") from exc
     lease_keeper().add(admission)
     return admission
-
-
-async def _quietly(awaitable) -> None:
-    try:
-        await awaitable
-    except Exception as exc:  # noqa: BLE001 — the hold lapses with its lease if this fails
-        logger.error("quota settle failed: %s", type(exc).__name__)
 
 
 class Admission:

@@ -18,7 +18,7 @@ from redis.exceptions import RedisError
 from gateway.errors import ApiError
 
 from .headers import STATE_ATTR, RateLimitState, RequestsWindow, format_reset
-from .types import Limits, QuotaUnavailable
+from .types import Limits, QuotaUnavailable, store_unreachable
 
 PERIOD_S = 60
 # Cache round trips must not block the event loop; a few long-lived threads keep their connections.
@@ -58,9 +58,7 @@ async def requests_check(*, request, principal) -> None:
         else:
             window, refused, used = await asyncio.get_running_loop().run_in_executor(_executor, count)
     except RedisError as exc:
-        from .backends.redis import RedisQuotaBackend
-
-        raise RedisQuotaBackend._unavailable(exc) from exc
+        raise store_unreachable(exc) from exc
     state.requests = window
     if refused:
         from .admission import usage_rejected

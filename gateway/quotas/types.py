@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 from gateway.errors import ApiError
+
+logger = logging.getLogger("fairway.quotas")
 
 REASON_CONCURRENCY = "concurrency"
 REASON_TPM = "tpm"
@@ -72,3 +75,9 @@ class QuotaUnavailable(ApiError):
     def __init__(self, detail: str):
         super().__init__(503, "Usage limits cannot be checked right now, so the request was not run; "
                               f"please retry shortly ({detail}).", code="quota_unavailable", retry_after=5)
+
+
+def store_unreachable(exc: Exception) -> QuotaUnavailable:
+    """Log (type only: no secrets, no content) and turn a store error into the 503 we answer with."""
+    logger.error("quota redis unreachable (%s): refusing to spend", type(exc).__name__)
+    return QuotaUnavailable("quota store unreachable")

@@ -113,6 +113,20 @@ async def test_minute_and_month_roll_over(backend, tenant_id):
     assert (await reserve(backend, tenant_id, "feb2", 60, lim, at=february)).reason == "budget"
 
 
+async def test_redis_scripts_are_idempotent_so_a_lost_reply_can_be_retried(backend, tenant_id):
+    from gateway.quotas.backends.redis import RedisQuotaBackend
+
+    if not isinstance(backend, RedisQuotaBackend):
+        pytest.skip("the database backend never retries (one transaction)")
+    lim = limits()
+    await reserve(backend, tenant_id, "same", 100, lim)
+    again = await reserve(backend, tenant_id, "same", 100, lim)  # the retry after a lost reply
+    assert isinstance(again, Admitted) and again.window.used == 100
+    for _ in range(2):
+        await backend.settle(hold=hold(tenant_id, "same", 100), spent=40, now=NOW)
+    assert (await backend.window(tenant_id=tenant_id, limits=lim, now=NOW)).used == 40
+
+
 async def test_redis_unreachable_fails_closed(tenant_id, caplog):
     from tests.support.servers import free_port
 

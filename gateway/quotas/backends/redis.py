@@ -1,10 +1,10 @@
 """Redis quota backend: each atomic step is one Lua script (gateway/quotas/lua/*.lua, KEYS/ARGV in
 their headers), so every gateway process sharing the Redis sees one set of counters.
 
-Keys carry the Redis server's `run_id`: after a restart (with or without a stale RDB snapshot) the
-namespace is new, the month counter is missing, and the reserve script asks for a rebuild from
-PostgreSQL (the usage records), which is the source of truth. Redis unreachable → QuotaUnavailable
-(503): the gateway fails closed rather than spend unmetered.
+Keys carry the Redis server's `run_id` (checked on every new connection): after a restart (with or
+without a stale RDB snapshot) the namespace is new, the month counter is missing, and the reserve
+script asks for a rebuild from PostgreSQL (the usage records), which is the source of truth.
+Redis unreachable → QuotaUnavailable (503): the gateway fails closed rather than spend unmetered.
 """
 
 from __future__ import annotations
@@ -22,13 +22,14 @@ import redis.asyncio as aioredis
 from django.conf import settings
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.exceptions import RedisError
 from redis.retry import Retry
 
 from billing import dbthread
 
 from .. import periods
-from ..types import Admitted, Hold, Limits, QuotaUnavailable, RateLimited, TokenWindow
+from ..types import Admitted, Hold, Limits, QuotaUnavailable, RateLimited, TokenWindow, store_unreachable
 from .base import QuotaBackend, refusal
 
 logger = logging.getLogger("fairway.quotas")
@@ -107,33 +108,18 @@ class RedisQuotaBackend(QuotaBackend):
         return (await client.info("server"))["run_id"][:12]
 
     async def _run(self, name: str, keys_for, args: list):
-        """Run one script. After an error it is retried only if Redis restarted meanwhile (new run_id):
-        whatever the failed attempt did went with the old data, so nothing can count twice."""
+        """Run one script, retrying once after a connection error: every script is idempotent per
+        request (a lost reply cannot make a retry count twice). If Redis restarted meanwhile (new
+        run_id) the retry goes to the new key namespace, whose counters are rebuilt from PostgreSQL."""
         try:
             conn = await self._conn()
-        except RedisError as exc:
-            raise self._unavailable(exc) from exc
-        epoch = conn.epoch
-        try:
-            return await conn.scripts[name](keys=keys_for(epoch), args=args)
-        except RedisError as exc:
-            try:
-                run_id = await self._run_id(conn.client)
-            except RedisError:
-                raise self._unavailable(exc) from exc
-            if run_id == epoch:
-                raise self._unavailable(exc) from exc
-            if conn.epoch == epoch:  # (usually the connect hook already switched)
-                conn.epoch = run_id
             try:
                 return await conn.scripts[name](keys=keys_for(conn.epoch), args=args)
-            except RedisError as again:
-                raise self._unavailable(again) from again
-
-    @staticmethod
-    def _unavailable(exc: Exception) -> QuotaUnavailable:
-        logger.error("quota redis unreachable (%s): refusing to spend", type(exc).__name__)
-        return QuotaUnavailable("quota store unreachable")
+            except (RedisConnectionError, RedisTimeoutError):
+                conn.epoch = await self._run_id(conn.client)  # usually the connect hook already switched
+                return await conn.scripts[name](keys=keys_for(conn.epoch), args=args)
+        except RedisError as exc:
+            raise store_unreachable(exc) from exc
 
     # --- the interface -----------------------------------------------------------------------------
 
@@ -168,7 +154,7 @@ class RedisQuotaBackend(QuotaBackend):
             conn = await self._conn()
             used = await conn.client.get(_keys(conn.epoch, tenant_id, 0, minute)[1])
         except RedisError as exc:
-            raise self._unavailable(exc) from exc
+            raise store_unreachable(exc) from exc
         return TokenWindow(limit=limits.tpm, used=int(used or 0), reset_s=periods.seconds_to_minute_end(now))
 
     # --- rebuild from PostgreSQL -------------------------------------------------------------------

@@ -11,9 +11,14 @@
 -- Returns {1, month_used, minute_used, active}          admitted (counters include this hold)
 --         {0, reason, month_used, minute_used, active}  refused; reason = budget | tpm | concurrency
 --         {-1}                                          month counter missing: rebuild, then retry
+-- Idempotent per request_id (a retry after a lost reply finds its hold and changes nothing).
 local now = tonumber(ARGV[1])
 if redis.call('EXISTS', KEYS[1]) == 0 then
   return {-1}
+end
+if redis.call('HEXISTS', KEYS[4], ARGV[2]) == 1 then
+  return {1, tonumber(redis.call('GET', KEYS[1])), tonumber(redis.call('GET', KEYS[2]) or '0'),
+          redis.call('ZCARD', KEYS[3])}
 end
 
 -- Lapse holds whose lease passed (their gateway crashed or stalled): keep what they spent counted,

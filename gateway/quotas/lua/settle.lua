@@ -6,7 +6,7 @@
 -- The counters move by (spent - tokens the hold still counts). No hold means nothing to do: it was
 -- settled already, or Redis lost it and the rebuild from PostgreSQL counted the request itself
 -- (as a hold while pending, as billed tokens once final). A missing counter is left alone too.
--- Returns the delta applied.
+-- Idempotent: a retry after a lost reply finds no hold. Returns the delta applied.
 local hold = redis.call('HGET', KEYS[4], ARGV[1])
 redis.call('ZREM', KEYS[3], ARGV[1])
 if not hold then
