@@ -9,7 +9,6 @@ and random generator.
 from __future__ import annotations
 
 import threading
-import time
 
 import psutil
 

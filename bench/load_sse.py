@@ -51,8 +51,8 @@ async def client_loop(gateway: str, key: str, deadline: float, ttfts: list, outc
                 async with client.stream("POST", gateway + "/v1/chat/completions", json=body,
                                          headers=headers) as response:
                     if response.status_code != 200:
-                        body = await response.aread()
-                        code = body.decode(errors="replace").split('"code": "')[-1].split('"')[0][:40]
+                        refusal = (await response.aread()).decode(errors="replace")
+                        code = refusal.split('"code": "')[-1].split('"')[0][:40]
                         outcomes[f"http_{response.status_code}_{code}"] += 1
                         await asyncio.sleep(0.2)
                         continue

@@ -76,11 +76,16 @@ _DRF_CODES = {401: "invalid_api_key", 403: "permission_denied", 404: "not_found"
 
 def to_api_error(exc: Exception) -> ApiError | None:
     """Map any exception a view may raise to an ApiError (None: not a client-facing error)."""
+    from django import db
     from django.core.exceptions import RequestDataTooBig
     from django.http import Http404
 
     if isinstance(exc, ApiError):
         return exc
+    if isinstance(exc, (db.OperationalError, db.InterfaceError)):
+        # The database is down or out of connections: a retryable outage, never a 500.
+        return ApiError(503, "The service's database is temporarily unavailable; please retry shortly.",
+                        code="service_unavailable", retry_after=2)
     if isinstance(exc, RequestDataTooBig):
         return ApiError(413, "The request body is too large (limit 1 MiB).", code="request_too_large")
     if isinstance(exc, Http404):

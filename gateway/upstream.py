@@ -11,6 +11,7 @@ import asyncio
 import json
 import weakref
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import httpx
 from django.conf import settings
@@ -20,6 +21,9 @@ from inference import protocol
 from .errors import ApiError
 from .replicas import Replica, ReplicaDirectory
 from .sse import aiter_sse_data
+
+if TYPE_CHECKING:
+    from .tokens import PromptCounter
 
 UNAVAILABLE_RETRY_AFTER = 5
 

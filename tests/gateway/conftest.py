@@ -1,20 +1,14 @@
 import pytest
 
-from gateway import upstream
-from tests.support.fake_inference import FakeInferenceService, FakeScript
+from tests.support.isolation import fake_upstream_serving
 from tests.support.servers import serve_in_thread
 
 
 @pytest.fixture
 def fake_upstream(settings):
     """A FAKE inference service (scripted tokens) on a real socket; the gateway points at it."""
-    service = FakeInferenceService(FakeScript())
-    with serve_in_thread(service) as url:
-        settings.FAIRWAY_INFERENCE_URL = url
-        settings.FAIRWAY_INFERENCE_TOKEN = service.script.token
-        upstream.reset()
+    with fake_upstream_serving(settings) as service:
         yield service
-    upstream.reset()
 
 
 @pytest.fixture

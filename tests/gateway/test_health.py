@@ -15,3 +15,14 @@ def test_liveness_and_readiness(gateway_url, fake_upstream, settings):
     upstream.reset()
     not_ready = httpx.get(gateway_url + "/ready")
     assert not_ready.status_code == 503 and not_ready.json()["checks"]["inference"] is False
+
+
+def test_database_outage_is_a_503_not_a_500():
+    from django import db
+
+    from gateway.errors import to_api_error
+
+    for exc in (db.OperationalError("sorry, too many clients already"), db.InterfaceError("connection closed")):
+        error = to_api_error(exc)
+        assert error.status == 503 and error.code == "service_unavailable" and error.retry_after
+        assert "too many clients" not in error.message  # no internals leak to clients

@@ -14,7 +14,8 @@ from datetime import datetime, timedelta, timezone
 import httpx
 import pytest
 
-from tests.support.fake_inference import MODEL, FakeInferenceService, FakeScript, count_prompt
+from tests.support.fake_inference import MODEL, FakeScript, count_prompt
+from tests.support.isolation import fake_upstream_serving
 from tests.support.servers import release_db_thread, serve_in_thread
 
 __all__ = ["Clock", "clock", "fake_llm", "gateway", "make_key", "post", "prompt_tokens", "wait_for", "MODEL",
@@ -67,15 +68,8 @@ def db_thread_released():
 @pytest.fixture
 def fake_llm(settings):
     """The FAKE inference service, counting prompts with the tiny tokenizer it also serves."""
-    from gateway import upstream
-
-    service = FakeInferenceService(FakeScript(prompt_tokens=None))
-    with serve_in_thread(service) as url:
-        settings.FAIRWAY_INFERENCE_URL = url
-        settings.FAIRWAY_INFERENCE_TOKEN = service.script.token
-        upstream.reset()
+    with fake_upstream_serving(settings, FakeScript(prompt_tokens=None)) as service:
         yield service
-    upstream.reset()
 
 
 @pytest.fixture
