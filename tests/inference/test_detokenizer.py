@@ -2,7 +2,7 @@
 import pytest
 
 from inference.engine.detokenizer import IncrementalDetokenizer
-from inference.engine.testing import tiny_tokenizer
+from tests.support.tiny_model import tiny_tokenizer
 
 
 @pytest.fixture(scope="module")

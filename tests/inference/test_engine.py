@@ -9,16 +9,8 @@ import torch
 from inference.engine.engine import Engine, EngineConfig
 from inference.engine.errors import EngineOverloaded, EngineStopped, InvalidRequest, TenantQueueFull
 from inference.engine.sequence import GenerationRequest, SamplingParams
-from inference.engine.testing import tiny_llama, tiny_tokenizer
+from tests.support.tiny_model import tiny_llama, tiny_tokenizer
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # Tiny matrices: OpenMP hand-offs between threads cost more than the math on a busy 2-core box.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

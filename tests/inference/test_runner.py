@@ -6,15 +6,8 @@ from inference.engine.cache import BlockAllocator
 from inference.engine.runner import ModelRunner
 from inference.engine.scheduler import ScheduledChunk
 from inference.engine.sequence import GenerationRequest, SamplingParams, Sequence
-from inference.engine.testing import tiny_llama
+from tests.support.tiny_model import tiny_llama
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
