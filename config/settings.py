@@ -249,6 +249,12 @@ FAIRWAY_REPLICA_REGISTRY_URL = os.environ.get("FAIRWAY_REPLICA_REGISTRY_URL", ""
 FAIRWAY_REPLICA_ADVERTISE_URL = os.environ.get("FAIRWAY_REPLICA_ADVERTISE_URL", "")
 FAIRWAY_REPLICA_REFRESH_SECONDS = float(os.environ.get("FAIRWAY_REPLICA_REFRESH_SECONDS", "1"))
 FAIRWAY_REPLICA_DOWN_SECONDS = float(os.environ.get("FAIRWAY_REPLICA_DOWN_SECONDS", "5"))
+# How often a replica renews its registry entry and reads its peers' fair-share figures; each
+# replica sees the others' service at most about two periods late (the error bound grows with it).
+FAIRWAY_REPLICA_HEARTBEAT_SECONDS = float(os.environ.get("FAIRWAY_REPLICA_HEARTBEAT_SECONDS", "0.5"))
+# Replicas of one model share their per-tenant fair-share counters through the registry
+# (inference/fairshare.py); off: each replica is fair on its own counters only.
+FAIRWAY_FAIR_SHARE_ACROSS_REPLICAS = env_bool("FAIRWAY_FAIR_SHARE_ACROSS_REPLICAS", True)
 # Seconds a stopping process (gateway or replica) lets open streams finish.
 FAIRWAY_SHUTDOWN_GRACE_SECONDS = env_int("FAIRWAY_SHUTDOWN_GRACE_SECONDS", 30)
 

@@ -64,16 +64,25 @@ def serve(state, *, host: str, port: int) -> None:
 
     import uvicorn
 
+    from .fairshare import PeerServiceLedger
     from .registry import ReplicaHeartbeat
     from .server import InferenceApp
 
     heartbeat = None
     if settings.FAIRWAY_REPLICA_REGISTRY_URL:
         url = settings.FAIRWAY_REPLICA_ADVERTISE_URL or f"http://{host}:{port}"
+        on_peers = None
+        if settings.FAIRWAY_FAIR_SHARE_ACROSS_REPLICAS:
+            ledger = PeerServiceLedger()
+            on_peers = lambda peers: state.engine.set_peer_service(ledger.observe(peers))  # noqa: E731
+
+        def describe() -> dict:
+            return {"model": state.model_name, "context_length": state.context_length, "started_at": state.started_at,
+                    "status": "ok", "load": state.load(), "service": state.engine.service_given()}
+
         heartbeat = ReplicaHeartbeat(
             redis_url=settings.FAIRWAY_REPLICA_REGISTRY_URL, replica_id=f"{state.model_name}-{uuid.uuid4().hex[:8]}",
-            url=url, describe=lambda: {"model": state.model_name, "context_length": state.context_length,
-                                       "started_at": state.started_at, "status": "ok", "load": state.load()})
+            url=url, describe=describe, on_peers=on_peers, interval=settings.FAIRWAY_REPLICA_HEARTBEAT_SECONDS)
         heartbeat.start()
         logger.info("registered as replica %s at %s", heartbeat.replica_id, url)
 

@@ -268,6 +268,16 @@ class Engine:
                 events[-1].finish_reason if events else None, events))
         return completions
 
+    # -- fair share across replicas (inference/fairshare.py) ---------------------------------
+
+    def service_given(self) -> dict[str, float]:
+        """Weighted service this engine gave per tenant (a copy; safe from any thread)."""
+        return dict(self.scheduler.policy.service)
+
+    def set_peer_service(self, service: dict[str, float]) -> None:
+        """The other replicas' service per tenant; a new dict each time, swapped in whole."""
+        self.scheduler.policy.peer_service = service
+
     def stats(self) -> dict:
         with self._lock:
             stats = self.scheduler.stats()

@@ -27,6 +27,12 @@ preempt, only an idle tenant's arrival triggers it (tenants that stay busy rely 
 up, as in the paper, which keeps recomputation rare), and the victim's tenant always keeps a
 request running, so it cannot preempt back.
 
+Across replicas (several inference services behind the gateways): `service` is what this
+replica gave each tenant; replicas publish it and each adds what the others gave (`peer_service`,
+see inference/fairshare.py) to its own counter wherever VTC compares, lifts or chooses, so a
+tenant cannot collect N shares by spreading its requests over N replicas. Local counters still
+advance only with local service and local lifts.
+
 Preemption (the KV cache ran out mid-generation): VTC takes from the tenant with the largest
 counter, latest-arrived request first; FCFS takes the latest-arrived request. Preempted
 requests return to the front of their tenant's queue and are not charged for the prompt again;
@@ -47,8 +53,18 @@ class FairnessPolicy:
     def __init__(self, w_in: float = 1.0, w_out: float = 2.0):
         self.w_in = w_in
         self.w_out = w_out
-        self.counters: dict[str, float] = {}
+        self.counters: dict[str, float] = {}  # virtual counters: service given here + lifts, per weight
+        self.service: dict[str, float] = {}  # weighted service given here, per weight (published)
         self.weights: dict[str, float] = {}
+        # The other replicas' service per tenant; replaced whole (never mutated) by another thread.
+        self.peer_service: Mapping[str, float] = {}
+
+    def local(self, tenant: str) -> float:
+        return self.counters.get(tenant, 0.0)
+
+    def effective(self, tenant: str) -> float:
+        """The tenant's counter with the service it received from the other replicas."""
+        return self.counters.get(tenant, 0.0) + self.peer_service.get(tenant, 0.0)
 
     def set_weight(self, tenant: str, weight: float) -> None:
         self.weights[tenant] = weight
@@ -61,7 +77,9 @@ class FairnessPolicy:
         self._charge(seq.tenant_id, self.w_out * num_tokens)
 
     def _charge(self, tenant: str, cost: float) -> None:
-        self.counters[tenant] = self.counters.get(tenant, 0.0) + cost / self.weights.get(tenant, 1.0)
+        normalised = cost / self.weights.get(tenant, 1.0)
+        self.counters[tenant] = self.counters.get(tenant, 0.0) + normalised
+        self.service[tenant] = self.service.get(tenant, 0.0) + normalised
 
     def on_backlogged(self, tenant: str, backlogged: Iterable[str], running: Iterable[str]) -> None:
         """tenant's queue just became non-empty; backlogged/running list the *other* tenants."""
@@ -94,21 +112,32 @@ class VTCPolicy(FairnessPolicy):
     name = "vtc"
 
     def on_backlogged(self, tenant: str, backlogged: Iterable[str], running: Iterable[str]) -> None:
-        others = [self.counters[t] for t in backlogged if t != tenant]
+        running = set(running)
+        # Idle here (nothing queued or running on this replica): lift its effective counter, so idle
+        # time, here or anywhere, is never banked. Still running here (its queue only emptied for a
+        # moment, e.g. between a client's requests): lift by local counters, the paper's rule on one
+        # replica; a deficit from replicas it does not use is no idle credit and must not be erased,
+        # or a tenant held to one replica would lose its share to a flood that also has the others.
+        active_here = tenant in running
+        level = self.local if active_here else self.effective
+        others = [level(t) for t in backlogged if t != tenant]
         if not others:
-            others = [self.counters[t] for t in running if t != tenant]
+            others = [level(t) for t in running if t != tenant]
         if others:
             floor = min(others)
-        else:  # engine idle: nobody is owed anything, everyone restarts level
-            floor = max(self.counters.values(), default=0.0)
+        else:  # nobody else here: nobody is owed anything, everyone restarts level
+            known = self.counters.keys() | (set() if active_here else self.peer_service.keys())
+            floor = max(map(level, known), default=0.0)
+        if not active_here:
+            floor -= self.peer_service.get(tenant, 0.0)  # what peers gave it already counts
         self.counters[tenant] = max(self.counters.get(tenant, 0.0), floor)
 
     def pick_tenant(self, heads: Mapping[str, Sequence], running: Mapping[str, int]) -> str:
         # Ties (a freshly lifted tenant equals the floor) go to the tenant with less running.
-        return min(heads, key=lambda t: (self.counters[t], running.get(t, 0), heads[t].arrival, heads[t].seq_id))
+        return min(heads, key=lambda t: (self.effective(t), running.get(t, 0), heads[t].arrival, heads[t].seq_id))
 
     def pick_victim(self, running: list[Sequence]) -> Sequence:
-        return max(running, key=lambda s: (self.counters[s.tenant_id], s.arrival, s.seq_id))
+        return max(running, key=lambda s: (self.effective(s.tenant_id), s.arrival, s.seq_id))
 
     def fairness_victim(self, head: Sequence, running: list[Sequence]) -> Sequence | None:
         held: dict[str, int] = {}
@@ -116,8 +145,8 @@ class VTCPolicy(FairnessPolicy):
             held[seq.tenant_id] = held.get(seq.tenant_id, 0) + 1
         # Only from tenants at least as served that keep another request running, so the victim's
         # tenant can never preempt back.
-        floor = self.counters[head.tenant_id]
-        ahead = [s for s in running if held[s.tenant_id] >= 2 and self.counters[s.tenant_id] >= floor]
+        floor = self.effective(head.tenant_id)
+        ahead = [s for s in running if held[s.tenant_id] >= 2 and self.effective(s.tenant_id) >= floor]
         return self.pick_victim(ahead) if ahead else None
 
 

@@ -235,7 +235,9 @@ class Scheduler:
             "preemptions": self.num_preemptions,
             "tenants": {
                 t: {"queued": len(self.waiting.get(t, ())), "running": running.get(t, 0),
+                    "service": round(self.policy.service.get(t, 0.0), 3),
                     "virtual_counter": round(self.policy.counters.get(t, 0.0), 3),
+                    "peer_service": round(self.policy.peer_service.get(t, 0.0), 3),
                     "weight": self.policy.weights.get(t, 1.0)}
                 for t in sorted(tenants)
             },

@@ -17,7 +17,8 @@ MODEL = "tiny-llama"
 @pytest.fixture(scope="package")
 def cluster(tmp_path_factory):
     model_dir = save_tiny_model(tmp_path_factory.mktemp("model") / "tiny", context=4096, ascii_only=True)
-    cluster = FairwayCluster(model_dir=model_dir, replicas=2, gateways=2)
+    # Eight batch slots per replica: the fair-share test needs queues, and fills them with few clients.
+    cluster = FairwayCluster(model_dir=model_dir, replicas=2, gateways=2, extra_env={"FAIRWAY_MAX_NUM_SEQS": "8", "FAIRWAY_REPLICA_HEARTBEAT_SECONDS": "0.25"})
     try:
         cluster.start()
         yield cluster

@@ -9,55 +9,7 @@ from inference.engine.errors import EngineOverloaded, TenantQueueFull
 from inference.engine.policy import make_policy
 from inference.engine.scheduler import Scheduler, SchedulerConfig
 from inference.engine.sequence import GenerationRequest, SamplingParams, Sequence, Status
-
-W_IN, W_OUT = 1.0, 2.0
-
-
-class FakeClock:
-    def __init__(self):
-        self.now = 1000.0
-
-    def __call__(self):
-        return self.now
-
-
-class Sim:
-    """Drives a Scheduler as the engine would, with a 'model' that emits token 1 forever."""
-
-    def __init__(self, policy="vtc", kv_tokens=1 << 16, max_num_seqs=4, budget=64, **config):
-        self.clock = FakeClock()
-        config = {"max_queue_per_tenant": 10_000, "max_queue_total": 100_000, **config}
-        self.sched = Scheduler(SchedulerConfig(max_num_seqs=max_num_seqs, max_prefill_tokens_per_step=budget, **config),
-                               BlockAllocator(kv_tokens, 16), make_policy(policy, W_IN, W_OUT), self.clock)
-        self.ids = 0
-        self.service: dict[str, float] = {}  # weighted tokens actually computed, per tenant
-        self.admitted_step: dict[int, int] = {}
-        self.steps = 0
-
-    def submit(self, tenant, prompt_len=20, max_tokens=20, weight=1.0):
-        self.ids += 1
-        seq = Sequence(self.ids, GenerationRequest(f"r{self.ids}", tenant, weight, [5] * prompt_len,
-                                                   SamplingParams(max_tokens=max_tokens)), self.clock())
-        self.sched.add(seq)
-        return seq
-
-    def step(self):
-        plan = self.sched.schedule()
-        self.steps += 1
-        for chunk in plan.chunks:
-            seq = chunk.seq
-            if seq.seq_id not in self.admitted_step:
-                self.admitted_step[seq.seq_id] = self.steps
-                self.service[seq.tenant_id] = self.service.get(seq.tenant_id, 0) + W_IN * seq.num_prompt_tokens
-            self.sched.complete_chunk(chunk, 1 if chunk.sample else None)
-            if chunk.sample:
-                self.service[seq.tenant_id] += W_OUT
-                if seq.num_output_tokens >= seq.params.max_tokens:
-                    self.sched.finish(seq, "length")
-        return plan
-
-    def backlog(self, tenant):
-        return len(self.sched.waiting.get(tenant, ()))
+from tests.support.scheduler_sim import W_IN, W_OUT, FakeClock, Sim, keep_backlogged
 
 
 def test_scheduler_module_does_not_import_torch():
@@ -65,18 +17,12 @@ def test_scheduler_module_does_not_import_torch():
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
 
 
-def _keep_backlogged(sim, tenants, depth=8, **kw):
-    for tenant in tenants:
-        while sim.backlog(tenant) < depth:
-            sim.submit(tenant, **kw)
-
-
 def test_equal_weights_share_within_vtc_bound():
     sim = Sim(max_num_seqs=4)
     batch_tokens = 4 * (20 + 20)  # most tokens one batch can hold here
     bound = 2 * max(W_IN * 20, W_OUT * batch_tokens)
     for _ in range(600):
-        _keep_backlogged(sim, ["a", "b"])
+        keep_backlogged(sim, ["a", "b"])
         sim.step()
         assert abs(sim.service.get("a", 0) - sim.service.get("b", 0)) <= bound
     assert sim.sched.num_preemptions == 0
@@ -111,7 +57,7 @@ def test_heavy_prompts_are_charged_for_input():
 def test_late_tenant_is_lifted_not_starved_and_banks_no_credit():
     sim = Sim(max_num_seqs=4)
     for _ in range(300):  # "early" alone for a long time
-        _keep_backlogged(sim, ["early"])
+        keep_backlogged(sim, ["early"])
         sim.step()
     counters = sim.sched.policy.counters
     sim.submit("late")
@@ -119,7 +65,7 @@ def test_late_tenant_is_lifted_not_starved_and_banks_no_credit():
     start = dict(sim.service)
     first_late_step = None
     for _ in range(300):
-        _keep_backlogged(sim, ["early", "late"])
+        keep_backlogged(sim, ["early", "late"])
         sim.step()
         if first_late_step is None and sim.service.get("late"):
             first_late_step = sim.steps
@@ -155,7 +101,7 @@ def test_busy_tenants_never_preempt_each_other_for_fairness():
     preempt = sim.sched._preempt
     sim.sched._preempt = lambda seq, plan: (wasted.append(seq.num_computed_tokens), preempt(seq, plan))
     for _ in range(400):
-        _keep_backlogged(sim, ["a", "b", "c"], depth=4, max_tokens=30)
+        keep_backlogged(sim, ["a", "b", "c"], depth=4, max_tokens=30)
         sim.step()
     assert wasted == []  # more backlogged tenants than slots: they wait for slots, as in the paper
 

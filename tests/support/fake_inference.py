@@ -81,6 +81,9 @@ class FakeInferenceService:
                                               "load": {"outstanding_tokens": self.script.outstanding_tokens}})
         if scope["path"] == "/v1/tokenizer" and self.script.serve_tokenizer:
             return await _json(send, 200, tokenizer_payload(self.script.context_length))
+        if scope["path"] not in ("/v1/chat/completions", "/v1/completions"):
+            return await _json(send, 404, protocol.error_body("no such route", type_="invalid_request_error",
+                                                             code="not_found"))
         body = b""
         while True:
             message = await receive()
