@@ -12,7 +12,8 @@ import asyncio
 import logging
 import weakref
 
-from billing import dbthread, metering
+from billing import metering
+from config import dbthread
 
 logger = logging.getLogger("fairway.billing")
 

@@ -97,14 +97,6 @@ TEMPLATES = [
 DATABASE_URL = os.environ.get("DATABASE_URL", "")
 if DATABASE_URL:
     DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=60, conn_health_checks=True)}
-    # A bounded connection pool per process (PostgreSQL): concurrent requests wait for a connection
-    # instead of each thread opening its own and exhausting max_connections under a burst.
-    FAIRWAY_DB_POOL_SIZE = env_int("FAIRWAY_DB_POOL_SIZE", 0)
-    if FAIRWAY_DB_POOL_SIZE and DATABASES["default"]["ENGINE"].endswith("postgresql"):
-        DATABASES["default"]["CONN_MAX_AGE"] = 0  # Django's pool replaces persistent connections
-        DATABASES["default"]["CONN_HEALTH_CHECKS"] = False
-        DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
-            "min_size": 1, "max_size": FAIRWAY_DB_POOL_SIZE, "timeout": 10}
 else:
     VAR_DIR.mkdir(parents=True, exist_ok=True)
     DATABASES = {
@@ -130,6 +122,10 @@ else:
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# Threads (each with one persistent connection) for the gateway's request-path database lookups
+# (config/dbthread.py); with the usage writer's thread, a gateway process holds this many + 1.
+FAIRWAY_DB_THREADS = env_int("FAIRWAY_DB_THREADS", 4)
 
 # --- Web ---------------------------------------------------------------------------------------
 LANGUAGE_CODE = "en-us"

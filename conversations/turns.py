@@ -14,15 +14,15 @@ FAIRWAY_CONVERSATION_LOCK_SECONDS.
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import dataclasses
+import functools
 import logging
 import time
 from uuid import UUID
 
-from asgiref.sync import sync_to_async
 from django.conf import settings
 
+from config import dbthread
 from gateway import upstream
 from gateway.errors import invalid_request
 from gateway.sse import DONE
@@ -96,20 +96,19 @@ async def turn_prepare(*, principal, body: dict, request) -> Turn | None:
     new = _new_messages(request)
     counter = await upstream.prompt_counter(request.model)
     budget = counter.context_length - _reply_reserve(request)
-    token, fitted = await sync_to_async(_begin)(tenant_id=principal.tenant_id, conversation_id=conversation_id,
-                                                new=new, counter=counter, budget=budget)
+    token, fitted = await dbthread.query(_begin, tenant_id=principal.tenant_id, conversation_id=conversation_id,
+                                         new=new, counter=counter, budget=budget)
     turn = Turn(tenant_id=principal.tenant_id, conversation_id=conversation_id, lock_token=token,
                 new_messages=tuple(new), request=dataclasses.replace(request, messages=tuple(fitted.messages)),
                 fitted=fitted)
-    # A fresh context: the renewer must not run DB calls in the request's thread-sensitive executor.
-    turn.renewer = asyncio.get_running_loop().create_task(_renew(turn), context=contextvars.Context())
+    turn.renewer = asyncio.get_running_loop().create_task(_renew(turn))
     return turn
 
 
 async def _renew(turn: Turn) -> None:
     interval = max(1.0, settings.FAIRWAY_CONVERSATION_LOCK_SECONDS / 3)
     deadline = time.monotonic() + MAX_HOLD_SECONDS
-    renew = sync_to_async(services.conversation_lock_renew, thread_sensitive=False)
+    renew = functools.partial(dbthread.query, services.conversation_lock_renew)
     while time.monotonic() < deadline:
         await asyncio.sleep(interval)
         try:
@@ -130,14 +129,14 @@ async def turn_finish(*, turn: Turn | None, outcome) -> None:
     delivered = outcome.status == "ok" or bool(reply)
     messages = [*turn.new_messages, {"role": "assistant", "content": reply}] if delivered else []
     try:
-        await sync_to_async(services.message_append)(tenant_id=turn.tenant_id, conversation_id=turn.conversation_id,
-                                                      messages=messages, lock_token=turn.lock_token, release=True)
+        await dbthread.query(services.message_append, tenant_id=turn.tenant_id, conversation_id=turn.conversation_id,
+                             messages=messages, lock_token=turn.lock_token, release=True)
     except Exception:  # noqa: BLE001 — the client has its reply; log ids only, never content
         logger.exception("could not store conversation turn: conversation=%s status=%s", turn.conversation_id,
                          outcome.status)
         try:
-            await sync_to_async(services.conversation_unlock)(conversation_id=turn.conversation_id,
-                                                              lock_token=turn.lock_token)
+            await dbthread.query(services.conversation_unlock, conversation_id=turn.conversation_id,
+                                 lock_token=turn.lock_token)
         except Exception:  # noqa: BLE001 — the lease expires on its own
             pass
 

@@ -13,6 +13,8 @@ from django.core.cache import cache
 from django.db import connection
 from django.http import JsonResponse
 
+from config import dbthread
+
 from . import upstream
 
 
@@ -41,7 +43,7 @@ def _cache_ok() -> bool:
 
 
 async def ready(request):
-    checks = {"database": await sync_to_async(_database_ok)(), "cache": await sync_to_async(_cache_ok)()}
+    checks = {"database": await dbthread.query(_database_ok), "cache": await sync_to_async(_cache_ok)()}
     try:
         checks["inference"] = bool(await upstream.list_models())
     except Exception:  # noqa: BLE001

@@ -15,7 +15,7 @@ import time
 from django.conf import settings
 from django.http import HttpResponse, HttpResponseBase, StreamingHttpResponse
 
-from billing import dbthread
+from config import dbthread
 from billing.idempotency import Claimed, Completed, Mismatch, idempotency_claim, idempotency_fingerprint
 from billing.sealing import result_open
 from inference import protocol

@@ -12,7 +12,8 @@ from decimal import Decimal
 from django.conf import settings
 from django.http import JsonResponse
 
-from billing import dbthread, selectors
+from billing import selectors
+from config import dbthread
 from tenants.authentication import aauthenticate_request, require_scope
 
 from .errors import invalid_request

@@ -10,7 +10,9 @@ for FAIRWAY_KEY_CACHE_SECONDS) → HMAC compare on *every* request → coarse la
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import weakref
 from datetime import datetime
 
 from django.conf import settings
@@ -145,6 +147,28 @@ def authenticate_request(request, *, now: datetime | None = None) -> ApiKeyPrinc
     return principal
 
 
+# Cache misses in flight, per event loop: a burst of requests with one uncached key (a cold start,
+# an expired record) makes one database lookup, not one each.
+_lookups: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+async def _shared_lookup(key_id: str) -> AuthRecord | None:
+    loop = asyncio.get_running_loop()
+    pending: dict[str, asyncio.Task] = _lookups.setdefault(loop, {})
+    task = pending.get(key_id)
+    if task is None:
+        task = pending[key_id] = loop.create_task(_lookup(key_id))
+        task.add_done_callback(lambda _: pending.pop(key_id, None))
+    return await asyncio.shield(task)  # one waiter going away must not cancel the others' lookup
+
+
+async def _lookup(key_id: str) -> AuthRecord | None:
+    record = await selectors.aapikey_auth_record(key_id=key_id)
+    if record is not None:
+        await authcache.arecord_set(record)
+    return record
+
+
 async def aauthenticate_request(request, *, now: datetime | None = None) -> ApiKeyPrincipal:
     """Async twin of `authenticate_request` (Django's async cache and ORM APIs)."""
     now = now or _now()
@@ -159,9 +183,7 @@ async def aauthenticate_request(request, *, now: datetime | None = None) -> ApiK
             raise parsed
         record = authcache.record_decode(values.get(names[1]))
         if record is None:
-            record = await selectors.aapikey_auth_record(key_id=parsed.key_id)
-            if record is not None:
-                await authcache.arecord_set(record)
+            record = await _shared_lookup(parsed.key_id)
         principal = _check(record, parsed, now)
     except _Failure as failure:
         _log(failure, client, parsed)

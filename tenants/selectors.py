@@ -55,8 +55,10 @@ def apikey_auth_record(*, key_id: str) -> AuthRecord | None:
 
 
 async def aapikey_auth_record(*, key_id: str) -> AuthRecord | None:
-    api_key = await _auth_queryset().filter(key_id=key_id).afirst()
-    return None if api_key is None else _to_record(api_key)
+    """On the request-path database threads (config/dbthread.py), not a per-request thread."""
+    from config import dbthread
+
+    return await dbthread.query(apikey_auth_record, key_id=key_id)
 
 
 def _to_record(api_key: ApiKey) -> AuthRecord:

@@ -358,4 +358,9 @@ async def aapikey_touch_last_used(*, api_key_id: UUID | str, now: datetime | Non
     guard, interval = authcache.touch_guard(api_key_id=api_key_id, now=now)
     if authcache.touch_tried_locally(guard) or not await cache.aadd(guard, 1, timeout=interval):
         return False
-    return await ApiKey.objects.filter(_touch_filter(api_key_id, now, interval)).aupdate(last_used_at=now) > 0
+    from config import dbthread
+
+    def touch() -> int:
+        return ApiKey.objects.filter(_touch_filter(api_key_id, now, interval)).update(last_used_at=now)
+
+    return await dbthread.query(touch) > 0

@@ -4,12 +4,9 @@ import sys
 
 import pytest
 
-from inference.engine.cache import BlockAllocator
 from inference.engine.errors import EngineOverloaded, TenantQueueFull
-from inference.engine.policy import make_policy
-from inference.engine.scheduler import Scheduler, SchedulerConfig
-from inference.engine.sequence import GenerationRequest, SamplingParams, Sequence, Status
-from tests.support.scheduler_sim import W_IN, W_OUT, FakeClock, Sim, keep_backlogged
+from inference.engine.sequence import Status
+from tests.support.scheduler_sim import W_IN, W_OUT, Sim, keep_backlogged
 
 
 def test_scheduler_module_does_not_import_torch():

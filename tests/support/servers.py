@@ -38,10 +38,10 @@ def serve_in_thread(app, *, port: int | None = None, lifespan: str = "off"):
 
 
 def release_db_thread() -> None:
-    """Close the gateway's database thread (billing/dbthread.py): its persistent connection would
+    """Close the gateway's database thread (config/dbthread.py): its persistent connection would
     otherwise keep the test database busy when pytest-django drops it."""
     import sys
 
-    dbthread = sys.modules.get("billing.dbthread")
+    dbthread = sys.modules.get("config.dbthread")
     if dbthread is not None:
         dbthread.shutdown()

@@ -10,6 +10,7 @@ from gateway.errors import ApiError
 from tenants import authentication, keys, services
 from tenants.models import ApiKey
 from tenants.authentication import require_scope
+from tests.support.servers import release_db_thread
 
 pytestmark = [pytest.mark.django_db, pytest.mark.urls("tests.tenants.urls")]
 
@@ -58,8 +59,16 @@ def test_valid_key_yields_principal(client, issued, plan):
     assert issued.plaintext not in response.content.decode()
 
 
+@pytest.fixture
+def committed(transactional_db):
+    """Async authentication looks keys up on the gateway's database threads (config/dbthread.py),
+    whose connections see only committed rows: these tests commit, and close those threads after."""
+    yield
+    release_db_thread()
+
+
 @pytest.mark.parametrize("path", ["/plain", "/async"])
-def test_plain_and_async_django_views(client, issued, path):
+def test_plain_and_async_django_views(committed, client, issued, path):
     ok = client.get(path, headers=bearer(issued.plaintext))
     assert ok.status_code == 200 and ok.json()["tenant_slug"] == "acme"
     missing = client.get(path)
@@ -256,9 +265,7 @@ def test_typos_count_but_missing_header_and_suspension_do_not(client, issued, te
 
 # --- async --------------------------------------------------------------------------------------
 
-def test_aauthenticate_request_direct(rf, issued, clock):
-    # async_to_sync keeps the async ORM's thread-sensitive calls on this thread, i.e. inside the test's
-    # transaction; a bare `async def` test would query from asgiref's worker thread instead.
+def test_aauthenticate_request_direct(committed, rf, issued, clock):
     aauth = async_to_sync(authentication.aauthenticate_request)
     principal = aauth(rf.get("/", headers=bearer(issued.plaintext)))
     assert principal.tenant_slug == "acme" and principal.key_id == issued.api_key.key_id
@@ -274,10 +281,41 @@ def test_aauthenticate_request_direct(rf, issued, clock):
 
 
 @override_settings(FAIRWAY_AUTH_FAILURE_LIMIT=1)
-def test_aauthenticate_request_slowdown(rf, issued, clock):
+def test_aauthenticate_request_slowdown(committed, rf, issued, clock):
     aauth = async_to_sync(authentication.aauthenticate_request)
     with pytest.raises(ApiError):
         aauth(rf.get("/", headers=bearer(foreign_key())))
     with pytest.raises(ApiError) as info:
         aauth(rf.get("/", headers=bearer(issued.plaintext)))
     assert (info.value.status, info.value.code, info.value.retry_after) == (429, "rate_limit_exceeded", 50)
+
+
+def test_a_burst_with_an_uncached_key_makes_one_database_lookup(committed, rf, issued, clock, monkeypatch):
+    # A cold start: 50 requests with the same key arrive before its record is cached. They share one
+    # lookup instead of each taking a database connection (what exhausted PostgreSQL under load).
+    import asyncio
+
+    from django.core.cache import cache
+
+    from tenants import selectors
+
+    lookups = []
+    real_lookup = selectors.aapikey_auth_record
+
+    async def counted(**kwargs):
+        lookups.append(kwargs["key_id"])
+        await asyncio.sleep(0.05)  # the burst arrives while the first lookup is in flight
+        return await real_lookup(**kwargs)
+
+    monkeypatch.setattr(selectors, "aapikey_auth_record", counted)
+    cache.clear()
+
+    async def burst():
+        requests = [rf.get("/", headers=bearer(issued.plaintext)) for _ in range(50)]
+        return await asyncio.gather(*(authentication.aauthenticate_request(r) for r in requests))
+
+    principals = async_to_sync(burst)()
+    assert {p.key_id for p in principals} == {issued.api_key.key_id}
+    assert lookups == [issued.api_key.key_id]
+    async_to_sync(authentication.aauthenticate_request)(rf.get("/", headers=bearer(issued.plaintext)))
+    assert len(lookups) == 1  # cached now

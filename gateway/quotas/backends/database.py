@@ -16,7 +16,7 @@ from django.db import transaction
 from django.db.models import BigIntegerField, Case, F, Value, When
 from django.db.models.lookups import LessThan, LessThanOrEqual
 
-from billing import dbthread
+from config import dbthread
 
 from .. import periods
 from ..models import QuotaHold, QuotaState

@@ -26,7 +26,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.exceptions import RedisError
 from redis.retry import Retry
 
-from billing import dbthread
+from config import dbthread
 
 from .. import periods
 from ..types import Admitted, Hold, Limits, QuotaUnavailable, RateLimited, TokenWindow, store_unreachable
