@@ -40,6 +40,18 @@ def rss_mb(cluster: FairwayCluster) -> dict[str, float]:
     return sizes
 
 
+def log_digest(cluster: FairwayCluster) -> Counter:
+    """Warnings and errors the processes logged, by message (ids and numbers blanked)."""
+    import re
+
+    digest: Counter = Counter()
+    for path in cluster.tmp.glob("*.log"):
+        for line in path.read_text(errors="replace").splitlines():
+            if "WARNING" in line or "ERROR" in line or "Traceback" in line:
+                digest[re.sub(r"[0-9a-f]{8,}|\d+", "#", line)[:160]] += 1
+    return digest
+
+
 async def client_loop(gateway: str, key: str, deadline: float, ttfts: list, outcomes: Counter, max_tokens: int):
     body = {"model": "tiny-llama", "messages": [{"role": "user", "content": "Tell me a story."}],
             "max_tokens": max_tokens, "stream": True}
@@ -77,9 +89,19 @@ async def run_load(cluster: FairwayCluster, key: str, clients: int, duration: fl
     ttfts: list[float] = []
     outcomes: Counter = Counter()
     gateways = [url for url, _ in cluster.gateways]
+    rss_samples: list[tuple[float, dict]] = []
+
+    async def sample_rss():  # every tenth of the run: a plateau after warm-up is not a leak
+        started = time.monotonic()
+        while time.monotonic() < deadline:
+            await asyncio.sleep(duration / 10)
+            rss_samples.append((time.monotonic() - started, rss_mb(cluster)))
+
+    sampler = asyncio.create_task(sample_rss())
     await asyncio.gather(*(client_loop(gateways[i % len(gateways)], key, deadline, ttfts, outcomes, max_tokens)
                            for i in range(clients)))
-    return ttfts, outcomes
+    sampler.cancel()
+    return ttfts, outcomes, rss_samples
 
 
 def main() -> None:
@@ -100,9 +122,10 @@ def main() -> None:
         key = cluster.manage("apikey_create", "--tenant", "load").strip().splitlines()[-1]
         rss_start = rss_mb(cluster)
         started = time.monotonic()
-        ttfts, outcomes = asyncio.run(run_load(cluster, key, args.clients, args.duration, args.max_tokens))
+        ttfts, outcomes, rss_samples = asyncio.run(run_load(cluster, key, args.clients, args.duration, args.max_tokens))
         elapsed = time.monotonic() - started
         rss_end = rss_mb(cluster)
+        problems = log_digest(cluster)
     finally:
         cluster.stop()
 
@@ -113,9 +136,13 @@ def main() -> None:
     print(f"completed={done} requests/s={done / elapsed:.1f} TTFT p50={quantiles[49] * 1000:.0f}ms "
           f"p99={quantiles[98] * 1000:.0f}ms")
     print(f"outcomes={dict(outcomes)} gateway_5xx_or_stream_errors={gateway_5xx}")
+    for line, count in problems.most_common(8):
+        print(f"logged {count}x: {line}")
+    warm = rss_samples[0][1] if rss_samples else rss_start  # after the first tenth of the run
     for name in rss_start:
-        print(f"rss {name}: start {rss_start[name]:.0f} MB end {rss_end[name]:.0f} MB "
-              f"({rss_end[name] / rss_start[name]:.2f}x)")
+        series = " ".join(f"{sample[name]:.0f}" for _, sample in rss_samples)
+        print(f"rss {name}: start {rss_start[name]:.0f} MB, warm {warm[name]:.0f}, end {rss_end[name]:.0f} MB "
+              f"(end/warm {rss_end[name] / warm[name]:.2f}x; every tenth: {series})")
 
 
 if __name__ == "__main__":

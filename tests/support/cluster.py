@@ -156,7 +156,7 @@ class FairwayCluster:
         port = free_port()
         url = f"http://127.0.0.1:{port}"
         process = self._spawn(f"gateway-{port}", [sys.executable, "-m", "uvicorn", "config.asgi:application",
-                                                  "--port", str(port), "--no-access-log"])
+                                                  "--port", str(port), "--no-access-log", "--timeout-keep-alive", "75"])
         self.gateways.append((url, process))
         if wait:
             wait_until(lambda: http_ok(url + "/ready"), 120, f"gateway {url}")
