@@ -75,7 +75,8 @@ class ReplicaHeartbeat:
     def stop(self) -> None:
         """Deregister at once (graceful shutdown)."""
         self._stop.set()
-        self._thread.join(timeout=2)
+        if self._thread.is_alive():
+            self._thread.join(timeout=2)
         try:
             self.client.delete(REPLICA_KEY.format(id=self.replica_id))
             self.client.srem(REPLICAS_SET, self.replica_id)

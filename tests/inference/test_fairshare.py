@@ -4,6 +4,10 @@ The two-replica cases drive two schedulers side by side and exchange their publi
 every few steps, as the registry heartbeat does between real replicas (tests/faults covers that
 path with real processes).
 """
+import os
+import time
+import uuid
+
 import pytest
 
 from inference.engine.policy import make_policy
@@ -161,3 +165,32 @@ def test_idle_time_elsewhere_is_not_banked():
     after = pair.service()
     gained = {t: after[t] - before.get(t, 0) for t in ("x", "y")}
     assert gained["x"] / gained["y"] == pytest.approx(1.0, abs=0.10)
+
+
+@pytest.mark.skipif(not os.environ.get("REDIS_URL"), reason="the replica registry needs Redis (set in CI)")
+def test_heartbeats_exchange_service_between_replicas_of_one_model():
+    from inference.registry import ReplicaHeartbeat
+
+    registry = os.environ["REDIS_URL"].rsplit("/", 1)[0] + "/13"  # its own DB: no clash with other suites
+    model, seen = f"m-{uuid.uuid4().hex[:8]}", []
+
+    def replica(name, service, *, of=model, ttl=5.0, on_peers=None):
+        return ReplicaHeartbeat(redis_url=registry, replica_id=f"{name}-{model}", url=f"http://{name}", ttl=ttl,
+                                describe=lambda: {"model": of, "service": service}, on_peers=on_peers)
+
+    a = replica("a", {"x": 1.0}, on_peers=seen.append)
+    b, other_model = replica("b", {"x": 7.0}), replica("c", {"x": 9.0}, of="other")
+    short_lived = replica("d", {"y": 3.0}, ttl=0.2)
+    for heartbeat in (b, other_model, short_lived):
+        heartbeat.beat()
+    a.beat()
+    assert seen[-1] == {f"b-{model}": {"x": 7.0}, f"d-{model}": {"y": 3.0}}  # same model only, not itself
+    time.sleep(0.3)  # d stops renewing and expires: it leaves the set too
+    a.beat()
+    assert seen[-1] == {f"b-{model}": {"x": 7.0}}
+    assert f"d-{model}".encode() not in a.client.smembers("fw:replicas")
+    b.stop()  # graceful: deregisters at once
+    a.beat()
+    assert seen[-1] == {}
+    for heartbeat in (a, other_model):
+        heartbeat.stop()
