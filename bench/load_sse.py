@@ -46,9 +46,15 @@ def log_digest(cluster: FairwayCluster) -> Counter:
 
     digest: Counter = Counter()
     for path in cluster.tmp.glob("*.log"):
+        frames: list[str] = []  # the current traceback's last frame, to name where an exception came from
         for line in path.read_text(errors="replace").splitlines():
-            if "WARNING" in line or "ERROR" in line or "Traceback" in line:
-                digest[re.sub(r"[0-9a-f]{8,}|\d+", "#", line)[:160]] += 1
+            if line.startswith("  File "):
+                frames = [line.strip()]
+                continue
+            if frames and not line.startswith(" "):  # the exception line that ends a traceback
+                line, frames = f"{line} at {frames[0]}", []
+            if "WARNING" in line or "ERROR" in line or "Error" in line or "Exception" in line:
+                digest[re.sub(r"[0-9a-f]{8,}|\d+", "#", line)[:220]] += 1
     return digest
 
 

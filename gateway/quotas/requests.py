@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import logging
 import math
 from concurrent.futures import ThreadPoolExecutor
 
@@ -19,6 +20,8 @@ from gateway.errors import ApiError
 
 from .headers import STATE_ATTR, RateLimitState, RequestsWindow, format_reset
 from .types import Limits, QuotaUnavailable, store_unreachable
+
+logger = logging.getLogger("fairway.quotas")
 
 PERIOD_S = 60
 # Cache round trips must not block the event loop; a few long-lived threads keep their connections.
@@ -36,7 +39,10 @@ def requests_count(*, request, principal) -> tuple[RequestsWindow, str | None, i
     for scope, group, value, limit in buckets:
         usage = get_usage(request, group=group, key=lambda _g, _r, v=value: v, rate=(limit, PERIOD_S),
                           increment=True)
-        if usage is None or usage["time_left"] < 0:  # the cache could not count: fail closed
+        # We always increment, so a count of 0 means the cache could not count: fail closed. (A
+        # negative time_left with a real count only means the window ended during a slow round trip.)
+        if usage is None or usage["count"] == 0:
+            logger.error("request counter unavailable (cache add/incr failed): refusing to spend")
             raise QuotaUnavailable("request counter unavailable")
         window = RequestsWindow(limit=limit, remaining=max(0, limit - usage["count"]),
                                 reset_s=max(usage["time_left"], 0.001))
