@@ -53,6 +53,9 @@ def openai_endpoint(*methods: str):
                     logger.exception("unhandled error in %s", view.__name__)
                     error = ApiError(500, "The server had an error while processing your request.",
                                      code="internal_error")
+                elif error.status >= 500:  # why, for the operator (messages carry no secrets or content)
+                    cause = error.message if isinstance(exc, ApiError) else f"{type(exc).__name__}: {exc}"
+                    logger.warning("%s answered %d %s: %s", view.__name__, error.status, error.code, cause[:300])
                 response = error_response(error)
             return await ratelimit_headers_apply(request=request, response=response)  # x-ratelimit-* on all
 
@@ -65,7 +68,8 @@ def openai_endpoint(*methods: str):
 async def list_models(request):
     principal = await aauthenticate_request(request)
     require_scope(principal, "inference")
-    return JsonResponse({"object": "list", "data": await upstream.list_models()})
+    cards = [card for card in await upstream.list_models() if principal.plan.allows_model(card["id"])]
+    return JsonResponse({"object": "list", "data": cards})
 
 
 @openai_endpoint("GET")
@@ -73,7 +77,7 @@ async def retrieve_model(request, model_id: str):
     principal = await aauthenticate_request(request)
     require_scope(principal, "inference")
     for card in await upstream.list_models():
-        if card["id"] == model_id:
+        if card["id"] == model_id and principal.plan.allows_model(model_id):
             return JsonResponse(card)
     raise _model_not_found(model_id)
 
@@ -94,7 +98,9 @@ async def _complete(request, validate):
     await requests_check(request=request, principal=principal)  # requests per minute (429)
     body = _body(request)
     parsed = validate(body, max_tokens_limit=principal.plan.max_tokens_per_request)
-    if parsed.model not in {card["id"] for card in await upstream.list_models()}:
+    # A model the plan does not include answers like one that does not exist (no enumeration).
+    if not principal.plan.allows_model(parsed.model) or parsed.model not in {
+            card["id"] for card in await upstream.list_models()}:
         raise _model_not_found(parsed.model)
     claim = await idempotency_begin(request=request, principal=principal, body=body, endpoint=endpoint_of(parsed))
     if isinstance(claim, HttpResponseBase):

@@ -29,6 +29,11 @@ def _positive() -> list:
     return [MinValueValidator(1)]
 
 
+def validate_model_ids(value) -> None:
+    if not isinstance(value, list) or not all(isinstance(m, str) and m.strip() for m in value):
+        raise ValidationError("Give a list of model ids (non-empty strings).")
+
+
 class Plan(models.Model):
     name = models.CharField(max_length=64, unique=True)
     rpm = models.PositiveIntegerField("requests per minute", default=60, validators=_positive())
@@ -46,6 +51,10 @@ class Plan(models.Model):
                                                     validators=[MinValueValidator(Decimal("0"))])
     price_per_1k_output_tokens = models.DecimalField(max_digits=12, decimal_places=6, default=Decimal("0"),
                                                      validators=[MinValueValidator(Decimal("0"))])
+    # Model ids this plan's keys may use; empty: every model the replicas serve.
+    allowed_models = models.JSONField(default=list, blank=True, validators=[validate_model_ids],
+                                      help_text="Model ids this plan may use, e.g. [\"SmolLM2-135M-Instruct\"]; "
+                                                "empty: every model served.")
     created_at = models.DateTimeField(default=timezone.now, editable=False)
     updated_at = models.DateTimeField(auto_now=True)
 

@@ -25,6 +25,10 @@ class PlanLimits:
     price_per_1k_input_tokens: Decimal
     price_per_1k_output_tokens: Decimal
     rpm_per_key: int | None = None  # None: a key may use the tenant's whole rpm
+    allowed_models: tuple[str, ...] = ()  # empty: every model served
+
+    def allows_model(self, model: str) -> bool:
+        return not self.allowed_models or model in self.allowed_models
 
     @classmethod
     def from_plan(cls, plan, overrides: dict | None = None) -> PlanLimits:
@@ -36,6 +40,7 @@ class PlanLimits:
                       rpm_per_key=getattr(plan, "rpm_per_key", None))
         limits.update(overrides)  # a tenant's override replaces the plan's value
         return cls(plan_id=plan.pk, name=plan.name, max_tokens_per_request=plan.max_tokens_per_request,
+                   allowed_models=tuple(getattr(plan, "allowed_models", None) or ()),
                    weight=float(weight), price_per_1k_input_tokens=Decimal(plan.price_per_1k_input_tokens),
                    price_per_1k_output_tokens=Decimal(plan.price_per_1k_output_tokens), **limits)
 
@@ -94,6 +99,7 @@ class AuthRecord:
         plan = dict(data["plan"])
         plan["price_per_1k_input_tokens"] = Decimal(plan["price_per_1k_input_tokens"])
         plan["price_per_1k_output_tokens"] = Decimal(plan["price_per_1k_output_tokens"])
+        plan["allowed_models"] = tuple(plan.get("allowed_models") or ())
         return cls(api_key_id=UUID(data["api_key_id"]), key_id=data["key_id"], secret_hash=data["secret_hash"],
                    tenant_id=UUID(data["tenant_id"]), tenant_slug=data["tenant_slug"],
                    tenant_active=data["tenant_active"], scopes=frozenset(data["scopes"]),

@@ -36,7 +36,7 @@ logger = logging.getLogger(__name__)
 DEFAULT_ROTATION_GRACE = timedelta(hours=24)
 _DECIMAL_PLAN_FIELDS = ("weight", "price_per_1k_input_tokens", "price_per_1k_output_tokens")
 _PLAN_FIELDS = ("rpm", "tpm", "monthly_token_budget", "max_concurrent_requests", "max_tokens_per_request",
-                "rpm_per_key", *_DECIMAL_PLAN_FIELDS)
+                "rpm_per_key", "allowed_models", *_DECIMAL_PLAN_FIELDS)
 _TENANT_OVERRIDE_FIELDS = tuple(f"{name}_override" for name in (*Tenant.LIMIT_OVERRIDES, "weight"))
 _TENANT_EDITABLE = ("name", "slug", "plan", *_TENANT_OVERRIDE_FIELDS)
 
@@ -94,8 +94,8 @@ def plan_create(*, name: str, rpm: int = 60, tpm: int = 100_000, monthly_token_b
                 max_concurrent_requests: int = 4, max_tokens_per_request: int = 4096,
                 weight: Decimal | float | str = Decimal("1"), price_per_1k_input_tokens: Decimal | str = Decimal("0"),
                 price_per_1k_output_tokens: Decimal | str = Decimal("0"), rpm_per_key: int | None = None,
-                actor: Actor | None = None) -> Plan:
-    plan = Plan(rpm_per_key=rpm_per_key, name=name, rpm=rpm, tpm=tpm, monthly_token_budget=monthly_token_budget,
+                allowed_models: list[str] | None = None, actor: Actor | None = None) -> Plan:
+    plan = Plan(rpm_per_key=rpm_per_key, allowed_models=list(allowed_models or []), name=name, rpm=rpm, tpm=tpm, monthly_token_budget=monthly_token_budget,
                 max_concurrent_requests=max_concurrent_requests, max_tokens_per_request=max_tokens_per_request,
                 weight=Decimal(str(weight)), price_per_1k_input_tokens=Decimal(str(price_per_1k_input_tokens)),
                 price_per_1k_output_tokens=Decimal(str(price_per_1k_output_tokens)))

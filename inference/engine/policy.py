@@ -31,7 +31,8 @@ Across replicas (several inference services behind the gateways): `service` is w
 replica gave each tenant; replicas publish it and each adds what the others gave (`peer_service`,
 see inference/fairshare.py) to its own counter wherever VTC compares, lifts or chooses, so a
 tenant cannot collect N shares by spreading its requests over N replicas. Local counters still
-advance only with local service and local lifts.
+advance only with local service and local lifts; a tenant that is still running here when its
+queue refills is lifted by local counters only (see VTCPolicy.on_backlogged).
 
 Preemption (the KV cache ran out mid-generation): VTC takes from the tenant with the largest
 counter, latest-arrived request first; FCFS takes the latest-arrived request. Preempted

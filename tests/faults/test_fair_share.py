@@ -4,7 +4,7 @@ fair-share counters through the cluster's Redis registry (inference/fairshare.py
 Tenant x floods both replicas, tenant y (equal weight) floods only replica a. On their own
 counters each replica would split 1:1 and x would get three shares to y's one (measured side by
 side by bench/bench_fairness_replicas.py); with the shared counters replica a serves y while b
-serves x, and the totals stay within 10 %.
+serves x.
 """
 
 import uuid
@@ -33,5 +33,11 @@ def test_tenant_flooding_both_replicas_gets_no_more_than_its_share(cluster):
                    warm_up_s=4.0, window_s=15.0)
     print(f"service in the window: replica a {result.gained[a]}, replica b {result.gained[b]}")
     assert not result.refused, f"replicas refused requests: {result.refused[:5]}"
-    assert result.total(y) > 0 and result.total(x) / result.total(y) == pytest.approx(1.0, abs=0.10)
-    assert result.gained[a][y] > result.gained[a][x], "replica a should favour y, which b does not serve"
+    # The fair outcome is max-min: y gets replica a, x gets replica b, and their totals are equal when
+    # the replicas are equally fast (the bench: x/y 1.06). Replicas sharing two cores with this test
+    # are not always equally fast, so what is asserted is what does not depend on speed: x, already
+    # served by b, takes at most 10 % of a while y wants all of it (each replica alone: 50 %).
+    served_by_a = result.gained[a][x] + result.gained[a][y]
+    assert served_by_a > 0 and result.gained[a][x] <= 0.10 * served_by_a, result.gained
+    speed_ratio = sum(result.gained[b].values()) / served_by_a
+    assert result.total(x) / result.total(y) == pytest.approx(speed_ratio, rel=0.10)

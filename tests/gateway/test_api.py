@@ -154,3 +154,27 @@ def test_method_and_auth_errors_keep_the_shape(gateway_url, fake_upstream, tenan
     assert httpx.get(gateway_url + "/v1/chat/completions").status_code == 405
     response = httpx.post(gateway_url + "/v1/chat/completions", json={})
     assert response.status_code == 401 and response.json()["error"]["code"] == "invalid_api_key"
+
+
+def test_a_plan_restricted_to_other_models_sees_and_uses_none_of_this_one(gateway_url, fake_upstream):
+    from tenants import services
+
+    def key_on(plan_name, allowed):
+        plan = services.plan_create(name=plan_name, allowed_models=allowed)
+        tenant = services.tenant_create(name=plan_name, slug=plan_name, plan=plan)
+        return services.apikey_create(tenant=tenant, name="k").plaintext
+
+    restricted, allowed = key_on("restricted", ["some-other-model"]), key_on("allowed", [MODEL])
+    client = openai.OpenAI(api_key=restricted, base_url=gateway_url + "/v1", max_retries=0)
+    assert [m.id for m in client.models.list()] == []
+    with pytest.raises(openai.NotFoundError) as info:
+        client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "hi"}], max_tokens=5)
+    assert info.value.code == "model_not_found"
+    assert httpx.get(f"{gateway_url}/v1/models/{MODEL}", headers={"Authorization": f"Bearer {restricted}"}
+                     ).status_code == 404
+    # Nothing ran and nothing was billed for the refused request.
+    assert fake_upstream.requests == []
+    permitted = openai.OpenAI(api_key=allowed, base_url=gateway_url + "/v1", max_retries=0)
+    assert [m.id for m in permitted.models.list()] == [MODEL]
+    assert permitted.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "hi"}],
+                                             max_tokens=5).choices[0].message.content

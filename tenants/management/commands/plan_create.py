@@ -19,6 +19,7 @@ class Command(BaseCommand):
         parser.add_argument("--weight", type=Decimal, default=Decimal("1"), help="fair-share weight (> 0)")
         parser.add_argument("--price-input", type=Decimal, default=Decimal("0"), help="price per 1k input tokens")
         parser.add_argument("--price-output", type=Decimal, default=Decimal("0"), help="price per 1k output tokens")
+        parser.add_argument("--models", default="", help="comma-separated model ids this plan may use (default: all)")
         parser.add_argument("--exist-ok", action="store_true", help="succeed (unchanged) if the plan exists")
 
     def handle(self, *args, **opts):
@@ -26,7 +27,8 @@ class Command(BaseCommand):
                       max_concurrent_requests=opts["max_concurrent_requests"],
                       max_tokens_per_request=opts["max_tokens_per_request"], weight=opts["weight"],
                       price_per_1k_input_tokens=opts["price_input"],
-                      price_per_1k_output_tokens=opts["price_output"])
+                      price_per_1k_output_tokens=opts["price_output"],
+                      allowed_models=[m.strip() for m in opts["models"].split(",") if m.strip()])
         with validation_as_command_error():
             if opts["exist_ok"]:
                 plan, created = services.plan_get_or_create(name=opts["name"], **limits)
