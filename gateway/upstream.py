@@ -20,7 +20,6 @@ from inference import protocol
 
 from .errors import ApiError
 from .replicas import Replica, ReplicaDirectory
-from .sse import aiter_sse_data
 
 if TYPE_CHECKING:
     from .tokens import PromptCounter
@@ -154,11 +153,17 @@ async def _stream_from(replica: Replica, chat: bool, payload: dict, tenant_id: s
             if response.status_code != 200:
                 raise _relayed_error(response.status_code, await response.aread(), response.headers)
             done = False
-            async for data in aiter_sse_data(response.aiter_lines()):
+            async for data in protocol.aiter_sse_data(response.aiter_bytes()):
                 if data == "[DONE]":  # read on to the end of the body: an unfinished response closes the
                     done = True       # connection instead of returning it to the pool (a TCP connect per request)
                     continue
-                event = json.loads(data)
+                try:
+                    event = json.loads(data)
+                except ValueError:
+                    if started:
+                        raise UpstreamStreamError(502, "The inference service sent a malformed event.",
+                                                  code="upstream_error") from None
+                    raise unavailable("malformed event") from None
                 if "error" in event:
                     error = event["error"]
                     raise UpstreamStreamError(502, error.get("message", "The inference service failed."),

@@ -12,6 +12,9 @@ stream chunks are OpenAI chunks with one extra object, `fairway`: {"tokens": n} 
 
 from __future__ import annotations
 
+import json
+import re
+
 TENANT_HEADER = "x-fairway-tenant"
 WEIGHT_HEADER = "x-fairway-weight"
 REQUEST_ID_HEADER = "x-request-id"
@@ -67,3 +70,28 @@ def model_card(model_id: str, created: int, owned_by: str = "fairway") -> dict:
 
 def error_body(message: str, *, type_: str, code: str | None, param: str | None = None) -> dict:
     return {"error": {"message": message, "type": type_, "param": param, "code": code}}
+
+
+# JSON with ensure_ascii=False leaves U+2028, U+2029 and U+0085 raw, and some line readers (httpx's
+# aiter_lines, str.splitlines) end a line there, cutting an SSE event in two. Escaped, they are the
+# same JSON string, and the event stays on one line for every reader.
+_LINE_BREAKERS = str.maketrans({"\u2028": "\\u2028", "\u2029": "\\u2029", "\x85": "\\u0085"})
+_LINE_END = re.compile(rb"\r\n|\r|\n")
+
+
+def sse_data(payload: dict) -> bytes:
+    """One server-sent event, `data: <json>\\n\\n`, in UTF-8."""
+    text = json.dumps(payload, separators=(",", ":"), ensure_ascii=False).translate(_LINE_BREAKERS)
+    return b"data: " + text.encode() + b"\n\n"
+
+
+async def aiter_sse_data(chunks):
+    """The data payloads of an SSE byte stream (async iterable of bytes). Lines end only at CRLF,
+    LF or CR, as the SSE specification says; a line cut off by the end of the stream is dropped."""
+    buffer = b""
+    async for chunk in chunks:
+        *lines, buffer = _LINE_END.split(buffer + chunk)
+        for line in lines:
+            if line.startswith(b"data:"):
+                yield line[5:].strip().decode()
+

@@ -145,6 +145,10 @@ class InferenceApp:
                 await reply.stream(stream, send)
             else:
                 await reply.whole(stream, send)
+        except asyncio.CancelledError:
+            if not (watcher.done() and not watcher.cancelled() and watcher.result()):
+                raise  # cancelled from outside (shutdown): let it propagate
+            asyncio.current_task().uncancel()  # the client left: nothing to answer, not an error
         finally:
             stream.cancel()  # no-op when finished; frees the cache at once when not
             watcher.cancel()
@@ -219,13 +223,14 @@ class _Reply:
         await _send_json(send, 200, body)
 
 
-async def _cancel_on_disconnect(receive, stream, serving_task: asyncio.Task) -> None:
+async def _cancel_on_disconnect(receive, stream, serving_task: asyncio.Task) -> bool:
+    """Wait for the client to leave; then cancel its generation and the task serving it (True)."""
     while True:
         message = await receive()
         if message["type"] == "http.disconnect":
             stream.cancel()
             serving_task.cancel()
-            return
+            return True
 
 
 async def _read_body(receive) -> bytes:
@@ -244,8 +249,7 @@ async def _read_body(receive) -> bytes:
 
 
 async def _send_event(send, payload: dict) -> None:
-    body = b"data: " + json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode() + b"\n\n"
-    await send({"type": "http.response.body", "body": body, "more_body": True})
+    await send({"type": "http.response.body", "body": protocol.sse_data(payload), "more_body": True})
 
 
 async def _send_json(send, status: int, payload: dict, headers: dict | None = None) -> None:

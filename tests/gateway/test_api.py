@@ -178,3 +178,18 @@ def test_a_plan_restricted_to_other_models_sees_and_uses_none_of_this_one(gatewa
     assert [m.id for m in permitted.models.list()] == [MODEL]
     assert permitted.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "hi"}],
                                              max_tokens=5).choices[0].message.content
+
+
+@pytest.mark.parametrize("stream", [True, False])
+def test_text_with_unicode_line_separators_arrives_intact(gateway_url, fake_upstream, tenant_key, stream):
+    # U+2028/U+2029/U+0085 are not line ends in SSE, but some line readers split there; a model can
+    # emit them. The FAKE upstream sends them raw (valid SSE); the gateway must not cut the event.
+    fake_upstream.script.tokens = ["a\u2028b", " c\x85d", " e\u2029f", "\r\n!"]
+    client = openai.OpenAI(api_key=tenant_key.plaintext, base_url=gateway_url + "/v1", max_retries=0)
+    messages = [{"role": "user", "content": "hi"}]
+    if stream:
+        chunks = client.chat.completions.create(model=MODEL, messages=messages, max_tokens=10, stream=True)
+        text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    else:
+        text = client.chat.completions.create(model=MODEL, messages=messages, max_tokens=10).choices[0].message.content
+    assert text == "a\u2028b c\x85d e\u2029f\r\n!"

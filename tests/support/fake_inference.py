@@ -114,7 +114,7 @@ class FakeInferenceService:
                                            finish_reason=finish) if chat else
                        protocol.completion_chunk("cmpl-fake", created, MODEL, text=text, finish_reason=finish))
             payload["fairway"] = extra
-            return b"data: " + json.dumps(payload).encode() + b"\n\n"
+            return b"data: " + json.dumps(payload, ensure_ascii=False).encode() + b"\n\n"
 
         try:
             await send({"type": "http.response.body", "body": chunk("", tokens=0, prompt_tokens=prompt_tokens),
