@@ -72,6 +72,7 @@ def shutdown() -> None:
     with _lock:
         executors = list(_executors.values())
         _executors.clear()
+    errors = []
     for executor in executors:
         # Close every worker's connection: one close job per worker, each blocking until all ran.
         workers = executor._max_workers
@@ -81,6 +82,12 @@ def shutdown() -> None:
             connections.close_all()
             barrier.wait(timeout=30)
 
-        for future in [executor.submit(close_mine) for _ in range(workers)]:
-            future.result(timeout=60)
-        executor.shutdown(wait=True)
+        try:
+            for future in [executor.submit(close_mine) for _ in range(workers)]:
+                future.result(timeout=60)
+        except Exception as exc:  # noqa: BLE001 — still stop this executor and the others
+            errors.append(exc)
+        finally:
+            executor.shutdown(wait=True, cancel_futures=True)
+    if errors:
+        raise errors[0]

@@ -6,6 +6,7 @@ replica. A load balancer takes a gateway out while /ready answers 503.
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 
 from asgiref.sync import sync_to_async
@@ -18,6 +19,9 @@ from config import dbthread
 from . import upstream
 
 
+READY_DATABASE_TIMEOUT_S = 3.0
+
+
 async def health(request):
     return JsonResponse({"status": "ok"})
 
@@ -28,6 +32,7 @@ def _database_ok() -> bool:
             cursor.execute("SELECT 1")
         return True
     except Exception:  # noqa: BLE001 — any failure means not ready
+        connection.close()  # this thread keeps its connection: never keep a broken one
         return False
 
 
@@ -43,7 +48,11 @@ def _cache_ok() -> bool:
 
 
 async def ready(request):
-    checks = {"database": await dbthread.query(_database_ok), "cache": await sync_to_async(_cache_ok)()}
+    try:  # the query threads may be busy with a burst: slow is not down, but a probe must answer
+        database = await asyncio.wait_for(dbthread.query(_database_ok), READY_DATABASE_TIMEOUT_S)
+    except TimeoutError:
+        database = False
+    checks = {"database": database, "cache": await sync_to_async(_cache_ok)()}
     try:
         checks["inference"] = bool(await upstream.list_models())
     except Exception:  # noqa: BLE001

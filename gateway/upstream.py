@@ -159,6 +159,8 @@ async def _stream_from(replica: Replica, chat: bool, payload: dict, tenant_id: s
                     continue
                 try:
                     event = json.loads(data)
+                    if not isinstance(event, dict):
+                        raise ValueError("not an object")
                 except ValueError:
                     if started:
                         raise UpstreamStreamError(502, "The inference service sent a malformed event.",

@@ -46,6 +46,8 @@ class PeerServiceLedger:
         for replica_id, service in peers.items():
             _, before = self._seen.get(replica_id, (now, {}))
             for tenant, value in service.items():
+                if not isinstance(value, (int, float)):
+                    continue  # a malformed entry from a peer counts as no growth
                 grown = float(value) - before.get(tenant, 0.0)
                 if grown > 0:
                     self._totals[tenant] = self._totals.get(tenant, 0.0) + grown

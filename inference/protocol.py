@@ -93,5 +93,5 @@ async def aiter_sse_data(chunks):
         *lines, buffer = _LINE_END.split(buffer + chunk)
         for line in lines:
             if line.startswith(b"data:"):
-                yield line[5:].strip().decode()
+                yield line[5:].strip().decode(errors="replace")  # bad bytes fail the JSON parse, not here
 

@@ -46,7 +46,10 @@ class ReplicaHeartbeat:
             pipe.sadd(REPLICAS_SET, self.replica_id)
             pipe.execute()
         if self.on_peers is not None:
-            self.on_peers(self.peers(model=description.get("model")))
+            try:
+                self.on_peers(self.peers(model=description.get("model")))
+            except Exception as exc:  # noqa: BLE001 — a bad peer entry must not stop this replica
+                logger.warning("reading peer replicas failed: %s", type(exc).__name__)
 
     def peers(self, *, model: str | None) -> dict[str, dict[str, float]]:
         """The per-tenant service other live replicas of `model` report; prunes expired ids."""

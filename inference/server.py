@@ -146,9 +146,12 @@ class InferenceApp:
             else:
                 await reply.whole(stream, send)
         except asyncio.CancelledError:
-            if not (watcher.done() and not watcher.cancelled() and watcher.result()):
-                raise  # cancelled from outside (shutdown): let it propagate
-            asyncio.current_task().uncancel()  # the client left: nothing to answer, not an error
+            client_left = watcher.done() and not watcher.cancelled() and watcher.exception() is None \
+                and watcher.result()
+            # The client left (our own cancel): nothing to answer, not an error. Any other cancel too
+            # (shutdown): let it propagate.
+            if not client_left or asyncio.current_task().uncancel() > 0:
+                raise
         finally:
             stream.cancel()  # no-op when finished; frees the cache at once when not
             watcher.cancel()

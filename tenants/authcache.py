@@ -19,7 +19,7 @@ from django.db import transaction
 
 from tenants.principal import AuthRecord
 
-_RECORD = "fw:auth:key:v1:"
+_RECORD = "fw:auth:key:v2:"  # v2: plans carry allowed_models (a v1 reader could not decode it)
 
 
 def record_key(key_id: str) -> str:

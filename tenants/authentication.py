@@ -11,6 +11,7 @@ for FAIRWAY_KEY_CACHE_SECONDS) → HMAC compare on *every* request → coarse la
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import weakref
 from datetime import datetime
@@ -157,7 +158,9 @@ async def _shared_lookup(key_id: str) -> AuthRecord | None:
     pending: dict[str, asyncio.Task] = _lookups.setdefault(loop, {})
     task = pending.get(key_id)
     if task is None:
-        task = pending[key_id] = loop.create_task(_lookup(key_id))
+        # A fresh context: the lookup must not run in the first requester's per-request executor,
+        # which ends with that request.
+        task = pending[key_id] = loop.create_task(_lookup(key_id), context=contextvars.Context())
         task.add_done_callback(lambda _: pending.pop(key_id, None))
     return await asyncio.shield(task)  # one waiter going away must not cancel the others' lookup
 

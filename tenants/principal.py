@@ -5,7 +5,7 @@ The principal is a frozen snapshot: the hot path never touches the ORM after aut
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime
 from decimal import Decimal
 from typing import ClassVar
@@ -100,6 +100,8 @@ class AuthRecord:
         plan["price_per_1k_input_tokens"] = Decimal(plan["price_per_1k_input_tokens"])
         plan["price_per_1k_output_tokens"] = Decimal(plan["price_per_1k_output_tokens"])
         plan["allowed_models"] = tuple(plan.get("allowed_models") or ())
+        known = {f.name for f in fields(PlanLimits)}  # a newer writer's extra fields are ignored
+        plan = {name: value for name, value in plan.items() if name in known}
         return cls(api_key_id=UUID(data["api_key_id"]), key_id=data["key_id"], secret_hash=data["secret_hash"],
                    tenant_id=UUID(data["tenant_id"]), tenant_slug=data["tenant_slug"],
                    tenant_active=data["tenant_active"], scopes=frozenset(data["scopes"]),

@@ -63,9 +63,11 @@ class FairnessPolicy:
     def local(self, tenant: str) -> float:
         return self.counters.get(tenant, 0.0)
 
-    def effective(self, tenant: str) -> float:
-        """The tenant's counter with the service it received from the other replicas."""
-        return self.counters.get(tenant, 0.0) + self.peer_service.get(tenant, 0.0)
+    def effective(self, tenant: str, peer: Mapping[str, float] | None = None) -> float:
+        """The tenant's counter with the service it received from the other replicas. Callers that
+        compare several tenants pass one `peer` snapshot: another thread may swap peer_service."""
+        peer = self.peer_service if peer is None else peer
+        return self.counters.get(tenant, 0.0) + peer.get(tenant, 0.0)
 
     def set_weight(self, tenant: str, weight: float) -> None:
         self.weights[tenant] = weight
@@ -120,25 +122,28 @@ class VTCPolicy(FairnessPolicy):
         # replica; a deficit from replicas it does not use is no idle credit and must not be erased,
         # or a tenant held to one replica would lose its share to a flood that also has the others.
         active_here = tenant in running
-        level = self.local if active_here else self.effective
+        peer = self.peer_service
+        level = self.local if active_here else (lambda t: self.effective(t, peer))
         others = [level(t) for t in backlogged if t != tenant]
         if not others:
             others = [level(t) for t in running if t != tenant]
         if others:
             floor = min(others)
         else:  # nobody else here: nobody is owed anything, everyone restarts level
-            known = self.counters.keys() | (set() if active_here else self.peer_service.keys())
+            known = self.counters.keys() | (set() if active_here else peer.keys())
             floor = max(map(level, known), default=0.0)
         if not active_here:
-            floor -= self.peer_service.get(tenant, 0.0)  # what peers gave it already counts
+            floor -= peer.get(tenant, 0.0)  # what peers gave it already counts
         self.counters[tenant] = max(self.counters.get(tenant, 0.0), floor)
 
     def pick_tenant(self, heads: Mapping[str, Sequence], running: Mapping[str, int]) -> str:
         # Ties (a freshly lifted tenant equals the floor) go to the tenant with less running.
-        return min(heads, key=lambda t: (self.effective(t), running.get(t, 0), heads[t].arrival, heads[t].seq_id))
+        peer = self.peer_service
+        return min(heads, key=lambda t: (self.effective(t, peer), running.get(t, 0), heads[t].arrival, heads[t].seq_id))
 
     def pick_victim(self, running: list[Sequence]) -> Sequence:
-        return max(running, key=lambda s: (self.effective(s.tenant_id), s.arrival, s.seq_id))
+        peer = self.peer_service
+        return max(running, key=lambda s: (self.effective(s.tenant_id, peer), s.arrival, s.seq_id))
 
     def fairness_victim(self, head: Sequence, running: list[Sequence]) -> Sequence | None:
         held: dict[str, int] = {}
@@ -146,8 +151,9 @@ class VTCPolicy(FairnessPolicy):
             held[seq.tenant_id] = held.get(seq.tenant_id, 0) + 1
         # Only from tenants at least as served that keep another request running, so the victim's
         # tenant can never preempt back.
-        floor = self.effective(head.tenant_id)
-        ahead = [s for s in running if held[s.tenant_id] >= 2 and self.effective(s.tenant_id) >= floor]
+        peer = self.peer_service
+        floor = self.effective(head.tenant_id, peer)
+        ahead = [s for s in running if held[s.tenant_id] >= 2 and self.effective(s.tenant_id, peer) >= floor]
         return self.pick_victim(ahead) if ahead else None
 
 

@@ -19,8 +19,9 @@ def test_ledger_accumulates_growth_of_each_peer():
     ledger = PeerServiceLedger()
     assert ledger.observe({"b": {"x": 10.0}}) == {"x": 10.0}
     assert ledger.observe({"b": {"x": 25.0}, "c": {"x": 5.0, "y": 1.0}}) == {"x": 30.0, "y": 1.0}
-    # Re-reading unchanged figures adds nothing.
+    # Re-reading unchanged figures adds nothing; a malformed figure counts as no growth.
     assert ledger.observe({"b": {"x": 25.0}, "c": {"x": 5.0, "y": 1.0}}) == {"x": 30.0, "y": 1.0}
+    assert ledger.observe({"b": {"x": "lots"}}) == {"x": 30.0, "y": 1.0}
 
 
 def test_ledger_keeps_service_of_peers_that_died_or_restarted():

@@ -319,3 +319,14 @@ def test_a_burst_with_an_uncached_key_makes_one_database_lookup(committed, rf, i
     assert lookups == [issued.api_key.key_id]
     async_to_sync(authentication.aauthenticate_request)(rf.get("/", headers=bearer(issued.plaintext)))
     assert len(lookups) == 1  # cached now
+
+
+def test_cached_auth_records_round_trip_and_tolerate_newer_fields(issued):
+    from tenants import selectors
+    from tenants.principal import AuthRecord
+
+    record = selectors.apikey_auth_record(key_id=issued.api_key.key_id)
+    cached = record.to_cache()
+    assert AuthRecord.from_cache(cached) == record
+    cached["plan"]["a_field_from_a_newer_gateway"] = 1  # rolling deploys share the cache
+    assert AuthRecord.from_cache(cached) == record
