@@ -23,6 +23,10 @@ shares converge. A tenant backlogged on only some replicas gets those replicas f
 total catches up with the others' (max-min fair: a replica no one else wants still serves the
 flood, since VTC is work-conserving).
 
+A replica publishes only the tenants whose figure moved in the last `RecentlyServed.window_s`
+(10 minutes): the heartbeat stays as small as the set of active tenants, and leaving a tenant out
+is safe, because peers add growth, not figures (its next figure is compared with the last one seen).
+
 Pure Python, no Redis here (the heartbeat thread feeds it), so it is tested with plain dicts.
 """
 
@@ -56,3 +60,19 @@ class PeerServiceLedger:
         for replica_id in [r for r, (seen, _) in self._seen.items() if now - seen > self.forget_after_s]:
             del self._seen[replica_id]
         return dict(self._totals)
+
+
+class RecentlyServed:
+    """Which of this replica's per-tenant figures to publish: those that moved within `window_s`."""
+
+    def __init__(self, *, window_s: float = 600.0, clock: Callable[[], float] = time.monotonic):
+        self.window_s, self.clock = window_s, clock
+        self._last: dict[str, tuple[float, float]] = {}  # tenant -> (figure, when it last moved)
+
+    def select(self, service: Mapping[str, float]) -> dict[str, float]:
+        now = self.clock()
+        for tenant, value in service.items():
+            seen = self._last.get(tenant)
+            if seen is None or seen[0] != value:
+                self._last[tenant] = (value, now)
+        return {t: value for t, (value, moved) in self._last.items() if now - moved <= self.window_s}

@@ -64,7 +64,7 @@ def serve(state, *, host: str, port: int) -> None:
 
     import uvicorn
 
-    from .fairshare import PeerServiceLedger
+    from .fairshare import PeerServiceLedger, RecentlyServed
     from .registry import ReplicaHeartbeat
     from .server import InferenceApp
 
@@ -76,9 +76,12 @@ def serve(state, *, host: str, port: int) -> None:
             ledger = PeerServiceLedger()
             on_peers = lambda peers: state.engine.set_peer_service(ledger.observe(peers))  # noqa: E731
 
+        recently_served = RecentlyServed()
+
         def describe() -> dict:
             return {"model": state.model_name, "context_length": state.context_length, "started_at": state.started_at,
-                    "status": "ok", "load": state.load(), "service": state.engine.service_given()}
+                    "status": "ok", "load": state.load(),
+                    "service": recently_served.select(state.engine.service_given())}
 
         heartbeat = ReplicaHeartbeat(
             redis_url=settings.FAIRWAY_REPLICA_REGISTRY_URL, replica_id=f"{state.model_name}-{uuid.uuid4().hex[:8]}",

@@ -11,7 +11,7 @@ import uuid
 import pytest
 
 from inference.engine.policy import make_policy
-from inference.fairshare import PeerServiceLedger
+from inference.fairshare import PeerServiceLedger, RecentlyServed
 from tests.support.scheduler_sim import W_IN, W_OUT, FakeClock, Sim, keep_backlogged
 
 
@@ -195,3 +195,15 @@ def test_heartbeats_exchange_service_between_replicas_of_one_model():
     assert seen[-1] == {}
     for heartbeat in (a, other_model):
         heartbeat.stop()
+
+
+def test_only_recently_served_tenants_are_published_and_peers_still_count_right():
+    clock = FakeClock()
+    published, ledger = RecentlyServed(window_s=60, clock=clock), PeerServiceLedger()
+    assert published.select({"x": 5.0, "y": 1.0}) == {"x": 5.0, "y": 1.0}
+    clock.now += 61
+    assert published.select({"x": 9.0, "y": 1.0}) == {"x": 9.0}  # y has not moved for a minute
+    ledger.observe({"a": {"x": 5.0, "y": 1.0}})
+    ledger.observe({"a": {"x": 9.0}})
+    # y comes back: only its growth since the last figure seen counts, not its whole history again.
+    assert ledger.observe({"a": published.select({"x": 9.0, "y": 4.0})}) == {"x": 9.0, "y": 4.0}
