@@ -13,6 +13,7 @@ import pytest
 
 from tests.dashboard.conftest import PASSWORD, hours_ago, seed_usage
 from tests.support.fake_live_inference import FakeLiveInference
+from tests.support.isolation import fake_upstream_serving
 from tests.support.servers import free_port, serve_in_thread
 
 from .conftest import PHONE, screenshot
@@ -23,17 +24,9 @@ pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("
 @pytest.fixture
 def fake_service(settings):
     """The FAKE inference service with live /health stats (tokens stream at 20/s, 2 run at once)."""
-    service = FakeLiveInference()
-    with serve_in_thread(service) as url:
-        settings.FAIRWAY_INFERENCE_URL = url
-        settings.FAIRWAY_INFERENCE_URLS = []
-        settings.FAIRWAY_INFERENCE_TOKEN = service.script.token
-        settings.FAIRWAY_DASHBOARD_LIVE_INTERVAL = 0.5
-        from gateway import upstream
-
-        upstream.reset()
+    settings.FAIRWAY_DASHBOARD_LIVE_INTERVAL = 0.5
+    with fake_upstream_serving(settings, service=FakeLiveInference()) as service:
         yield service
-        upstream.reset()
 
 
 @pytest.fixture

@@ -13,6 +13,7 @@ from websockets.sync.client import connect
 
 from dashboard import live
 from tests.support.fake_live_inference import FakeLiveInference
+from tests.support.isolation import fake_upstream_serving
 from tests.support.servers import free_port, serve_in_thread
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("executor_db_released")]
@@ -20,12 +21,8 @@ pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("
 
 @pytest.fixture
 def fake_service(settings):
-    service = FakeLiveInference()
-    with serve_in_thread(service) as url:
-        settings.FAIRWAY_INFERENCE_URL = url
-        settings.FAIRWAY_INFERENCE_URLS = []
-        settings.FAIRWAY_INFERENCE_TOKEN = service.script.token
-        settings.FAIRWAY_DASHBOARD_LIVE_INTERVAL = 0.2
+    settings.FAIRWAY_DASHBOARD_LIVE_INTERVAL = 0.2
+    with fake_upstream_serving(settings, service=FakeLiveInference()) as service:
         yield service
 
 

@@ -21,13 +21,15 @@ def cache_isolate(settings) -> None:
 
 
 @contextmanager
-def fake_upstream_serving(settings, script: FakeScript | None = None):
-    """Run a FAKE inference service on a real socket and point the gateway (settings) at it."""
+def fake_upstream_serving(settings, script: FakeScript | None = None, *, service: FakeInferenceService | None = None):
+    """Run a FAKE inference service (`service`, or a plain one with `script`) on a real socket and point
+    the gateway (settings) at it, as its only replica."""
     from gateway import upstream
 
-    service = FakeInferenceService(script or FakeScript())
+    service = service or FakeInferenceService(script or FakeScript())
     with serve_in_thread(service) as url:
         settings.FAIRWAY_INFERENCE_URL = url
+        settings.FAIRWAY_INFERENCE_URLS = []
         settings.FAIRWAY_INFERENCE_TOKEN = service.script.token
         upstream.reset()
         try:
