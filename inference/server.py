@@ -148,8 +148,8 @@ class InferenceApp:
         except asyncio.CancelledError:
             client_left = watcher.done() and not watcher.cancelled() and watcher.exception() is None \
                 and watcher.result()
-            # The client left (our own cancel): nothing to answer, not an error. Any other cancel too
-            # (shutdown): let it propagate.
+            # Our own cancel because the client left: nothing to answer, not an error. Any other
+            # cancel (shutdown), alone or on top of ours, propagates.
             if not client_left or asyncio.current_task().uncancel() > 0:
                 raise
         finally:
